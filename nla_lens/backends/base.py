@@ -1,0 +1,57 @@
+"""The generation-backend protocol: prompt embeddings in, generated text out.
+
+The AV adapter (:class:`nla_lens.Verbalizer`) builds the injected prompt
+embeddings itself (tokenize, embed with the architecture's scale, overwrite the
+marker row); a backend only decodes from them. The in-process transformers
+backend, the SGLang client and the vLLM clients all meet this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from jaxtyping import Float
+from torch import Tensor
+
+__all__ = ["GenerationBackend", "GenerationOutput", "SamplingParams"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    max_new_tokens: int = 200
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ("</explanation>",)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """One decode: the generated text (stop string included), its token ids,
+    and whether it ended on a stop string / EOS (``"stop"``) or ran out of
+    tokens (``"length"``)."""
+
+    text: str
+    token_ids: tuple[int, ...] = field(default=())
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Decodes from prompt embeddings; one output per prompt, in order."""
+
+    name: str
+
+    def generate(
+        self,
+        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]],
+        params: SamplingParams,
+    ) -> list[GenerationOutput]: ...

@@ -1,0 +1,91 @@
+"""The in-process transformers backend: batched generation from prompt embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .base import GenerationOutput, SamplingParams
+
+__all__ = ["LocalBackend", "left_pad"]
+
+
+def left_pad(
+    prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
+) -> tuple[Float[Tensor, "n seq d_model"], Tensor]:
+    """Stack prompts of any lengths, left-padded with zeros, and their attention mask."""
+    if isinstance(prompt_embeds, Tensor) and prompt_embeds.ndim == 3:
+        n, t, _ = prompt_embeds.shape
+        return prompt_embeds, torch.ones(n, t, dtype=torch.long, device=prompt_embeds.device)
+    items = list(prompt_embeds)
+    t = max(e.shape[0] for e in items)
+    out = items[0].new_zeros(len(items), t, items[0].shape[-1])
+    mask = torch.zeros(len(items), t, dtype=torch.long, device=out.device)
+    for i, e in enumerate(items):
+        out[i, t - e.shape[0] :] = e
+        mask[i, t - e.shape[0] :] = 1
+    return out, mask
+
+
+class LocalBackend:
+    """Decodes with a Hugging Face causal LM in this process.
+
+    Prompts of equal length (the AV's case: one template, one injected row) are
+    run without padding; others are left-padded with a correct attention mask,
+    from which transformers derives the positions.
+    """
+
+    name = "local"
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        eos_ids = [*eos_ids, tokenizer.eos_token_id]
+        self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
+        params: SamplingParams,
+    ) -> list[GenerationOutput]:
+        embeds, mask = left_pad(prompt_embeds)
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": embeds.to(device),
+            "attention_mask": mask.to(device),
+            "max_new_tokens": params.max_new_tokens,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "do_sample": not params.greedy,
+        }
+        if params.stop:
+            kwargs["stop_strings"] = list(params.stop)
+            kwargs["tokenizer"] = self.tokenizer
+        if params.greedy:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**kwargs)
+        return [self._finish(row.tolist(), params) for row in out]
+
+    def _finish(self, ids: list[int], params: SamplingParams) -> GenerationOutput:
+        stop_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        kept = ids if stop_at is None else ids[:stop_at]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        hit = [text.find(s) + len(s) for s in params.stop if s in text]
+        if hit:
+            text = text[: min(hit)]
+        finished = stop_at is not None or bool(hit)
+        return GenerationOutput(text=text, token_ids=tuple(kept), finish_reason="stop" if finished else "length")

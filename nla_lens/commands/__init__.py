@@ -1,0 +1,1 @@
+"""Subcommands of the ``nla-lens`` CLI; each module defines ``register(subparsers)``."""

@@ -1,0 +1,88 @@
+"""The errors nla_lens raises on bad input.
+
+Every error derives from :class:`NLAError`; each message says what was wrong,
+what was expected and the likely fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CaptureError",
+    "CheckpointNotFoundError",
+    "InjectionError",
+    "MissingExtraError",
+    "MissingValueHeadError",
+    "NLAError",
+    "PairMismatchError",
+    "RoleMismatchError",
+    "SidecarError",
+    "SubjectMismatchError",
+    "TokenizerDriftError",
+    "UnsupportedArchitectureError",
+    "VectorError",
+]
+
+
+class NLAError(Exception):
+    """Base class of every error nla_lens raises on bad input."""
+
+
+class CheckpointNotFoundError(NLAError, FileNotFoundError):
+    """A checkpoint directory or hub id could not be found or downloaded."""
+
+
+class SidecarError(NLAError):
+    """``nla_meta.yaml`` is missing, malformed, or has unknown keys (strict mode)."""
+
+
+class TokenizerDriftError(SidecarError):
+    """The live tokenizer disagrees with the sidecar (marker id, neighbours, suffix)."""
+
+
+class RoleMismatchError(NLAError):
+    """An AV checkpoint was given where an AR is expected, or the reverse."""
+
+
+class MissingValueHeadError(NLAError, FileNotFoundError):
+    """An AR checkpoint lacks ``value_head.safetensors``."""
+
+
+class UnsupportedArchitectureError(NLAError):
+    """The checkpoint's architecture is not in nla_lens's architecture table."""
+
+
+class VectorError(NLAError, ValueError):
+    """A vector has the wrong width, or is NaN, infinite or all-zero."""
+
+
+class PairMismatchError(NLAError):
+    """The AV and AR of a pair disagree (d_model, layer)."""
+
+
+class SubjectMismatchError(NLAError):
+    """The subject model does not match the pair (d_model, layer range, base model)."""
+
+
+class InjectionError(NLAError):
+    """The prompt does not contain exactly one valid injection site."""
+
+
+class CaptureError(NLAError):
+    """The residual could not be captured from the given model or inputs."""
+
+
+class BackendError(NLAError):
+    """A generation backend failed: a 4xx reply, a malformed reply, or exhausted retries."""
+
+
+class MissingExtraError(NLAError, ImportError):
+    """An optional integration was used without its extra installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package {package!r}, which is not installed. "
+            f"Install it with: pip install 'nla-lens[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

@@ -1,0 +1,190 @@
+"""The AV adapter: vectors in, explanations out.
+
+Implements the AV recipe of NLA_CONTRACT.md: the canonical prompt is tokenized
+once through the chat template, embedded (with the architecture's embedding
+scale), each vector is rescaled to ``injection_scale`` (norm in fp32) and
+written over the one marker row whose neighbours match the sidecar, and a
+generation backend decodes from the embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
+from .backends.local import LocalBackend
+from .errors import InjectionError, RoleMismatchError, VectorError
+from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation
+from .loading import CheckpointSource, default_device, default_dtype, resolve_checkpoint
+from .metrics import normalize
+from .sidecar import NLAMeta, av_prompt_ids, load_sidecar, verify_tokenizer
+from .vectors import as_vector_batch
+
+__all__ = ["Verbalizer"]
+
+Embedder = Callable[[Tensor], Tensor]
+
+
+def _role_error(meta: NLAMeta, want: str, cls: str) -> RoleMismatchError:
+    other = "AR (reconstructor)" if meta.role == "ar" else "AV (verbalizer)"
+    return RoleMismatchError(
+        f"{meta.source} is an {other} checkpoint (role={meta.role!r}), but {cls} needs an {want}. "
+        "Did you swap the AV and AR? e.g. NLA.from_pretrained(av='...-av', ar='...-ar')."
+    )
+
+
+class Verbalizer:
+    """The activation verbalizer (AV) of an NLA pair.
+
+    Build it with :meth:`from_pretrained`; by default it decodes in-process with
+    transformers, or pass ``backend=`` (an SGLang or vLLM client) to decode on
+    a server, in which case only the embedding table is loaded here.
+    """
+
+    def __init__(
+        self,
+        meta: NLAMeta,
+        tokenizer: Any,
+        embedder: Embedder,
+        backend: GenerationBackend,
+        *,
+        source: CheckpointSource | None = None,
+        model: nn.Module | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if meta.role != "av":
+            raise _role_error(meta, "AV (verbalizer)", "Verbalizer")
+        self.meta = meta
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.backend = backend
+        self.source = source
+        self.model = model
+        self.dtype = dtype
+        pos = verify_tokenizer(meta, tokenizer)
+        if pos is None:
+            raise InjectionError(f"{meta.source}: no injection site in the AV prompt")
+        self.injection_position: int = pos
+        self.prompt_ids: list[int] = av_prompt_ids(meta, tokenizer)
+        self._base: Tensor | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        backend: GenerationBackend | None = None,
+        strict_sidecar: bool = False,
+    ) -> Verbalizer:
+        """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        meta = load_sidecar(source.path, strict=strict_sidecar)
+        if meta.role != "av":
+            raise _role_error(meta, "AV (verbalizer)", "Verbalizer")
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+        dev = torch.device(device) if device is not None else default_device()
+        dt = dtype or default_dtype(dev)
+        model: nn.Module | None = None
+        embedder: Embedder
+        if backend is None:
+            model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt).to(dev).eval()
+            backend = LocalBackend(model, tokenizer)
+            embedder = model.get_input_embeddings()
+        else:
+            from .embedding import EmbeddingTable
+
+            embedder = EmbeddingTable.from_checkpoint(source.path, dtype=dt)
+        return cls(meta, tokenizer, embedder, backend, source=source, model=model, dtype=dt)
+
+    @property
+    def d_model(self) -> int:
+        return self.meta.d_model
+
+    @property
+    def layer(self) -> int | None:
+        return self.meta.layer
+
+    def _base_embeds(self) -> Tensor:
+        if self._base is None:
+            device = self.model.device if self.model is not None else torch.device("cpu")
+            ids = torch.tensor([self.prompt_ids], device=device)
+            with torch.inference_mode():
+                self._base = self.embedder(ids)[0].detach().clone()
+        return self._base
+
+    def prompt_embeds(self, vectors: Any) -> Float[Tensor, "n seq d_model"]:
+        """The AV prompt's embeddings with each vector injected at the marker row."""
+        v = as_vector_batch(vectors, self.d_model)
+        scale = self.meta.injection_scale
+        if scale is None:  # parse_sidecar refuses AV sidecars without one
+            raise InjectionError(f"{self.meta.source}: no injection_scale")
+        base = self._base_embeds()
+        out = base.unsqueeze(0).repeat(v.shape[0], 1, 1)
+        out[:, self.injection_position] = normalize(v, scale).to(out.device, out.dtype)
+        return out
+
+    def generate(
+        self,
+        vectors: Any,
+        params: SamplingParams | None = None,
+        *,
+        samples: int = 1,
+        batch_size: int = 64,
+        progress: bool | None = None,
+    ) -> list[GenerationOutput]:
+        """Raw decodes, ``samples`` per vector, vector-major (all of vector 0's samples first)."""
+        params = params or SamplingParams()
+        if samples < 1 or batch_size < 1:
+            raise VectorError(f"samples and batch_size must be >= 1 (got {samples}, {batch_size}).")
+        if samples > 1 and params.greedy:
+            raise VectorError("samples > 1 with temperature=0 would repeat one greedy decode; set temperature > 0.")
+        v = as_vector_batch(vectors, self.d_model)
+        rows = v.repeat_interleave(samples, dim=0)
+        chunks = range(0, rows.shape[0], batch_size)
+        show = progress if progress is not None else len(chunks) > 1
+        outputs: list[GenerationOutput] = []
+        for start in tqdm(chunks, desc="explaining", unit="batch", disable=not show):
+            chunk = rows[start : start + batch_size]
+            p = params
+            if params.seed is not None:  # a distinct, reproducible seed per batch
+                p = SamplingParams(**{**params.__dict__, "seed": params.seed + start})
+            outputs += self.backend.generate(self.prompt_embeds(chunk), p)
+        return outputs
+
+    def explain(
+        self,
+        vectors: Any,
+        *,
+        temperature: float = 0.0,
+        max_new_tokens: int = 200,
+        top_p: float = 1.0,
+        samples: int = 1,
+        seed: int | None = None,
+        batch_size: int = 64,
+        progress: bool | None = None,
+    ) -> list[Explanation]:
+        """Explanations (unscored), ``samples`` per vector, vector-major."""
+        params = SamplingParams(
+            temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed,
+            stop=(EXPLANATION_CLOSE,),
+        )  # fmt: skip
+        outs = self.generate(vectors, params, samples=samples, batch_size=batch_size, progress=progress)
+        result = []
+        for i, out in enumerate(outs):
+            text, truncated = extract_explanation(out.text)
+            result.append(Explanation(text=text, raw=out.text, truncated=truncated, index=i // samples, sample=i % samples))
+        return result
