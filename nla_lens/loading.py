@@ -148,3 +148,15 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointNotFoundError(f"{path}: no config.json; not a Hugging Face checkpoint directory.")
     data: dict[str, Any] = json.loads(cfg.read_text())
     return data
+
+
+def check_hidden_size(path: Path, config: dict[str, Any], d_model: int) -> None:
+    """The sidecar's d_model must be the checkpoint's hidden size."""
+    from .errors import SidecarError
+
+    hidden = config.get("hidden_size", config.get("text_config", {}).get("hidden_size"))
+    if hidden is not None and int(hidden) != d_model:
+        raise SidecarError(
+            f"{path}: nla_meta.yaml says d_model={d_model} but config.json has hidden_size={hidden}. "
+            "The sidecar does not belong to these weights."
+        )

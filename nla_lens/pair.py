@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from .backends.base import GenerationBackend
 from .errors import PairMismatchError
@@ -21,6 +24,11 @@ from .reconstructor import Reconstructor
 from .vectors import as_vector_batch
 from .verbalizer import Verbalizer
 
+if TYPE_CHECKING:
+    from .reading import SearchHit
+    from .runs import ExplainedRun
+    from .transcript import Transcript
+
 __all__ = ["NLA"]
 
 
@@ -30,7 +38,7 @@ def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointReco
     return CheckpointRecord(
         name=source.name, path=str(source.path), hub_id=source.hub_id, revision=source.revision,
         commit=source.commit, content_sha256=source.content_hash(), sidecar_sha256=sidecar_sha,
-    )  # fmt: skip
+    )
 
 
 def _default_baseline(av: Verbalizer) -> Baseline | None:
@@ -102,13 +110,13 @@ class NLA:
         verbalizer = Verbalizer.from_pretrained(
             av, device=device, dtype=dtype, revision=revision, token=token, cache_dir=cache_dir,
             backend=backend, strict_sidecar=strict_sidecar,
-        )  # fmt: skip
+        )
         reconstructor = None
         if ar is not None:
             reconstructor = Reconstructor.from_pretrained(
                 ar, device=device, dtype=dtype, revision=ar_revision, token=token, cache_dir=cache_dir,
                 strict_sidecar=strict_sidecar,
-            )  # fmt: skip
+            )
         return cls(verbalizer, reconstructor, baseline=baseline)
 
     # ---- what the pair reads -------------------------------------------------
@@ -157,7 +165,7 @@ class NLA:
         explanations = self.av.explain(
             v, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, samples=samples,
             seed=seed, batch_size=batch_size, progress=progress,
-        )  # fmt: skip
+        )
         if score and self.ar is not None:
             explanations = self._scored(explanations, v, batch_size)
         prov = self.provenance(
@@ -201,6 +209,60 @@ class NLA:
             )
         return self.ar
 
+    # ---- reading a subject model --------------------------------------------------
+    def residual(self, model: Any) -> Any:
+        """Inside an nnsight ``model.trace(...)``: the layer-K output (call ``.save()`` on it)."""
+        from .capture import residual
+
+        return residual(model, self.layer)
+
+    def check_subject(self, model: Any) -> Any:
+        """Refuse a subject that does not match the pair (d_model, layer range, base model)."""
+        from .capture import check_subject
+
+        return check_subject(model, d_model=self.d_model, layer=self.layer, base_model=self.base_model)
+
+    def capture(
+        self, model: Any, inputs: Any, *, positions: int | Sequence[int] | None = None, **kwargs: Any
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The layer-K residual of a Hugging Face model, TransformerBridge or nnsight model.
+
+        Text and chats are tokenized with the model's tokenizer and chat template
+        (exactly one BOS); see :func:`nla_lens.capture.capture_residual` for the
+        inputs, positions and padding rules.
+        """
+        from .capture import capture_residual
+
+        self.check_subject(model)
+        return capture_residual(model, inputs, self.layer, positions=positions, **kwargs).residual
+
+    def transcript(self, model: Any, text_or_messages: Any, **kwargs: Any) -> Transcript:
+        """Per-token transcript of a prompt (and optionally a generated reply); see
+        :func:`nla_lens.reading.build_transcript`."""
+        from .reading import build_transcript
+
+        return build_transcript(self, model, text_or_messages, **kwargs)
+
+    def search(self, description: str, activations: Any, *, top_k: int = 5, centered: bool = False) -> list[SearchHit]:
+        """Where does the model represent ``description``? Rank captured positions by how
+        closely their residual matches the AR's reconstruction of the description."""
+        from .reading import search
+
+        return search(self, description, activations, top_k=top_k, centered=centered)
+
+    def explain_run(self, model: Any, inputs: Any, **kwargs: Any) -> ExplainedRun:
+        """Run the subject once under an intervention and explain layer K; see
+        :func:`nla_lens.runs.explain_run`."""
+        from .runs import explain_run
+
+        return explain_run(self, model, inputs, **kwargs)
+
+    def steering_vector(self, description: str, **kwargs: Any) -> Float[Tensor, " d_model"]:
+        """A layer-K steering direction for a description; see :func:`nla_lens.steering.steering_vector`."""
+        from .steering import steering_vector
+
+        return steering_vector(self, description, **kwargs)
+
     # ---- provenance -------------------------------------------------------------
     @cached_property
     def _records(self) -> tuple[CheckpointRecord, CheckpointRecord | None]:
@@ -216,7 +278,7 @@ class NLA:
             sampling=dict(sampling), seed=seed,
             baseline=None if self.baseline is None else self.baseline.variance,
             baseline_source=None if self.baseline is None else self.baseline.source,
-        )  # fmt: skip
+        )
 
     def __repr__(self) -> str:
         ar = self.ar.source.name if self.ar is not None and self.ar.source else None

@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 
 from .arch import text_config, text_model
 from .errors import MissingValueHeadError, RoleMismatchError, SidecarError, VectorError
-from .loading import CheckpointSource, default_device, default_dtype, read_config, resolve_checkpoint
+from .loading import (
+    CheckpointSource,
+    check_hidden_size,
+    default_device,
+    default_dtype,
+    read_config,
+    resolve_checkpoint,
+)
 from .metrics import Scores, score_vectors
 from .sidecar import NLAMeta, load_sidecar, verify_tokenizer
 from .vectors import as_vector_batch
@@ -87,6 +94,7 @@ class Reconstructor:
                 "backbone, and it cannot be derived from it. Re-download the full checkpoint."
             )
         config = read_config(source.path)
+        check_hidden_size(source.path, config, meta.d_model)
         n_layers = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
         if meta.layer is not None and n_layers is not None and n_layers != meta.layer + 1:
             raise SidecarError(
@@ -140,7 +148,7 @@ class Reconstructor:
             enc = self.tokenizer(
                 [prompts[i] for i in idx], add_special_tokens=True, padding=True,
                 padding_side="right", return_tensors="pt",
-            )  # fmt: skip
+            )
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)
             hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state

@@ -31,5 +31,5 @@ RELEASED_PAIRS: dict[str, ReleasedPair] = {
     "llama3.3-70b-L53": ReleasedPair(
         "meta-llama/Llama-3.3-70B-Instruct", 53, 80, 8192,
         "kitft/Llama-3.3-70B-NLA-L53-av", "kitft/Llama-3.3-70B-NLA-L53-ar", True,
-    ),  # fmt: skip
+    ),
 }

@@ -34,7 +34,7 @@ _TOP_KEYS = {
     "extraction_layer_index", "extraction", "tokens", "prompt_templates", "ar", "critic",
     "trained_on", "parent_checkpoints", "created_at", "created_by", "training", "git_commit",
     "dataset_id", "row_count",
-}  # fmt: skip
+}
 _SECTION_KEYS = {
     "extraction": {
         "injection_scale", "mse_scale", "base_model", "d_model", "layer_index", "norm", "corpus",
@@ -47,7 +47,7 @@ _SECTION_KEYS = {
     "prompt_templates": {"av", "ar", "actor", "critic"},
     "ar": {"num_hidden_layers", "extraction_layer_index"},
     "critic": {"num_hidden_layers", "extraction_layer_index"},
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

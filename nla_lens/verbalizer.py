@@ -22,7 +22,14 @@ from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
 from .backends.local import LocalBackend
 from .errors import InjectionError, RoleMismatchError, VectorError
 from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation
-from .loading import CheckpointSource, default_device, default_dtype, resolve_checkpoint
+from .loading import (
+    CheckpointSource,
+    check_hidden_size,
+    default_device,
+    default_dtype,
+    read_config,
+    resolve_checkpoint,
+)
 from .metrics import normalize
 from .sidecar import NLAMeta, av_prompt_ids, load_sidecar, verify_tokenizer
 from .vectors import as_vector_batch
@@ -95,13 +102,15 @@ class Verbalizer:
         meta = load_sidecar(source.path, strict=strict_sidecar)
         if meta.role != "av":
             raise _role_error(meta, "AV (verbalizer)", "Verbalizer")
+        check_hidden_size(source.path, read_config(source.path), meta.d_model)
         tokenizer = AutoTokenizer.from_pretrained(str(source.path))
         dev = torch.device(device) if device is not None else default_device()
         dt = dtype or default_dtype(dev)
-        model: nn.Module | None = None
+        model: Any = None
         embedder: Embedder
         if backend is None:
-            model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt).to(dev).eval()
+            model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
+            model = model.to(dev).eval()
             backend = LocalBackend(model, tokenizer)
             embedder = model.get_input_embeddings()
         else:
@@ -120,7 +129,7 @@ class Verbalizer:
 
     def _base_embeds(self) -> Tensor:
         if self._base is None:
-            device = self.model.device if self.model is not None else torch.device("cpu")
+            device = next(self.model.parameters()).device if self.model is not None else torch.device("cpu")
             ids = torch.tensor([self.prompt_ids], device=device)
             with torch.inference_mode():
                 self._base = self.embedder(ids)[0].detach().clone()
@@ -181,7 +190,7 @@ class Verbalizer:
         params = SamplingParams(
             temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed,
             stop=(EXPLANATION_CLOSE,),
-        )  # fmt: skip
+        )
         outs = self.generate(vectors, params, samples=samples, batch_size=batch_size, progress=progress)
         result = []
         for i, out in enumerate(outs):

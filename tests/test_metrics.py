@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from nla_lens.errors import VectorError
-from nla_lens.metrics import PUBLISHED_BASELINES, baseline_for, estimate_baseline, normalize, score_vectors
+from nla_lens.metrics import (
+    PUBLISHED_BASELINES,
+    baseline_for,
+    estimate_baseline,
+    normalize,
+    score_vectors,
+)
 from nla_lens.vectors import as_vector_batch
 
 

@@ -52,6 +52,9 @@ class GenerationBackend(Protocol):
 
     def generate(
         self,
-        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]],
+        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: SamplingParams,
-    ) -> list[GenerationOutput]: ...
+    ) -> list[GenerationOutput]:
+        """Decode each prompt (a ``[seq, d]`` embedding, or rows of one ``[n, seq, d]``
+        tensor when all prompts have one length); outputs in input order."""
+        ...

@@ -42,7 +42,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        self.model = model
+        self.model: Any = model
         self.tokenizer = tokenizer
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos_ids = eos if isinstance(eos, list) else [eos]

@@ -20,11 +20,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .. import toy
     from ..pair import NLA
+    from ..toy import checkpoints
 
     t0 = time.perf_counter()
-    ck = toy.checkpoints()
+    ck = checkpoints()
     nla = NLA.from_pretrained(ck.av, ck.ar, device="cpu")
     tok = AutoTokenizer.from_pretrained(str(ck.subject))
     subject = AutoModelForCausalLM.from_pretrained(str(ck.subject), dtype=torch.float32).eval()

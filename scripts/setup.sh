@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install nla_lens with every extra. torch==2.13.0 first: it is the
+# CPU build on local disk; an unpinned torch would pull several GB of CUDA wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[all,test]"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up, then ruff + mypy over the whole package, then the full test suite
+# (jaxtyping shape checks active through pyproject's pytest addopts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check nla_lens tests bench tutorials
+.venv/bin/mypy
+.venv/bin/python -m pytest -q "$@"
