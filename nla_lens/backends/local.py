@@ -11,7 +11,27 @@ from torch import Tensor, nn
 
 from .base import GenerationOutput, SamplingParams
 
-__all__ = ["LocalBackend", "left_pad"]
+__all__ = ["LocalBackend", "StopOnText", "left_pad"]
+
+
+class StopOnText:
+    """A ``StoppingCriteria`` that ends a row once its decoded tail contains a stop string.
+
+    Works with any tokenizer (the stop string may span several tokens); only the
+    last ``window`` generated tokens of each row are decoded per step.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int, window: int = 16) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.prompt_length = prompt_length
+        self.window = window
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:
+        tails = input_ids[:, self.prompt_length :][:, -self.window :].tolist()
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def left_pad(
@@ -68,8 +88,10 @@ class LocalBackend:
             "do_sample": not params.greedy,
         }
         if params.stop:
-            kwargs["stop_strings"] = list(params.stop)
-            kwargs["tokenizer"] = self.tokenizer
+            from transformers import StoppingCriteria, StoppingCriteriaList
+
+            stop = StopOnText(self.tokenizer, params.stop, prompt_length=0)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([type("_Stop", (StoppingCriteria,), {"__call__": stop.__call__})()])
         if params.greedy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:

@@ -38,7 +38,7 @@ class ReferenceAV:
         d = text_cfg["hidden_size"]
         self.embed_scale = math.sqrt(d) if text_cfg.get("model_type", cfg["model_type"]) in _SCALED else 1.0
         with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            key = next(k for k in f if k.endswith("embed_tokens.weight"))
+            key = next(k for k in f.keys() if k.endswith("embed_tokens.weight"))  # noqa: SIM118
             self.table = f.get_tensor(key).float()
         self.inj_scale = _scale(self.meta["extraction"]["injection_scale"], d)
         t = self.meta["tokens"]
