@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NLA"]
 
+TOY_BASE_MODEL = "nla-lens/toy-gemma3-subject"
+
 
 def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointRecord:
     if source is None:
@@ -47,10 +49,9 @@ def _default_baseline(av: Verbalizer) -> Baseline | None:
     published = baseline_for(av.source.hub_id)
     if published is not None:
         return published
-    # The shipped toy pair's baseline, measured by its builder on held-out residuals.
-    toy_dir = Path(__file__).parent / "toy" / "checkpoints"
-    quality = toy_dir / "quality.json"
-    if quality.is_file() and av.source.path.resolve() == (toy_dir / "av").resolve():
+    # A toy pair (python -m nla_lens.toy build) carries the baseline its builder measured.
+    quality = av.source.path.parent / "quality.json"
+    if av.meta.base_model == TOY_BASE_MODEL and quality.is_file():
         data = json.loads(quality.read_text())
         return Baseline(float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n"))
     return None

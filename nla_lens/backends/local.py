@@ -27,7 +27,7 @@ class StopOnText:
         self.prompt_length = prompt_length
         self.window = window
 
-    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:
+    def __call__(self, input_ids: Tensor, scores: Tensor | None = None, **kwargs: Any) -> Tensor:
         tails = input_ids[:, self.prompt_length :][:, -self.window :].tolist()
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
         done = [any(s in t for s in self.stops) for t in texts]
@@ -90,8 +90,9 @@ class LocalBackend:
         if params.stop:
             from transformers import StoppingCriteria, StoppingCriteriaList
 
-            stop = StopOnText(self.tokenizer, params.stop, prompt_length=0)
-            kwargs["stopping_criteria"] = StoppingCriteriaList([type("_Stop", (StoppingCriteria,), {"__call__": stop.__call__})()])
+            # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
+            criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
+            kwargs["stopping_criteria"] = StoppingCriteriaList([criterion(self.tokenizer, params.stop, 0)])
         if params.greedy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:

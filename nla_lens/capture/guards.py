@@ -73,6 +73,9 @@ def _basename(name: str) -> str:
     return name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1].lower()
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _check_name(subject: str, base_model: str) -> None:
     subject_hub = _hub_id(subject)
     if subject.strip() and _basename(subject_hub or subject) == _basename(base_model):
@@ -84,6 +87,9 @@ def _check_name(subject: str, base_model: str) -> None:
             f"{base_model!r}, or pass base_model=None to skip this check if the subject is a "
             f"fine-tune of {base_model!r} you knowingly want to read."
         )
+    if (subject, base_model) in _WARNED:  # say it once per subject and pair, not per call
+        return
+    _WARNED.add((subject, base_model))
     if not subject.strip():
         warnings.warn(
             f"cannot verify that the subject model is {base_model!r}: it has no name_or_path "

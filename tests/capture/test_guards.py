@@ -104,7 +104,13 @@ def test_base_model_name_check(hf_model, name, outcome):
         with pytest.raises(SubjectMismatchError, match="base_model=None"):
             check_subject(hf_model, **kwargs)
     elif outcome == "warn":
+        from nla_lens.capture import guards
+
+        guards._WARNED.clear()
         with pytest.warns(UserWarning, match="gemma-3-12b-it"):
+            check_subject(hf_model, **kwargs)
+        with warnings.catch_warnings():  # once per subject and pair, not on every call
+            warnings.simplefilter("error")
             check_subject(hf_model, **kwargs)
     else:
         with warnings.catch_warnings():

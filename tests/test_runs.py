@@ -1,0 +1,163 @@
+"""Explanations attached to interventions: explain_run, ExplainedRun.diff, patching, steering.
+
+Through TransformerLens (TransformerBridge), nnsight and plain Hugging Face, on the toy subject.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from nla_lens.interventions import residual_edit
+from nla_lens.patching import activation_patching, patching_html, plot_patching
+from nla_lens.runs import ExplainedRun
+from nla_lens.steering import add_direction, steer_by_edit
+from tests.conftest import content_vocab
+
+pytestmark = pytest.mark.integration
+FRAMEWORKS = ["transformer_lens", "nnsight", "hf"]
+
+
+@pytest.fixture(scope="module")
+def subjects(toy):
+    """A fresh toy subject per framework (TransformerLens switches its model to eager attention)."""
+    import nnsight
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nla_lens.capture import boot_bridge
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(str(toy.subject), dtype=torch.float32).eval()
+
+    tok = AutoTokenizer.from_pretrained(str(toy.subject))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = boot_bridge(load(), name=str(toy.subject))
+        nns = nnsight.LanguageModel(load(), tokenizer=tok)
+    return {"transformer_lens": bridge, "nnsight": nns, "hf": load(), "tokenizer": tok}
+
+
+@pytest.fixture(scope="module")
+def prompts(subjects):
+    tok = subjects["tokenizer"]
+    vocab = torch.tensor(content_vocab(tok))
+    g = torch.Generator().manual_seed(99)
+    clean = vocab[torch.randint(len(vocab), (1, 9), generator=g)]
+    corrupt = vocab[torch.randint(len(vocab), (1, 9), generator=g)]
+    bos = torch.tensor([[tok.bos_token_id]])
+    return torch.cat([bos, clean], 1), torch.cat([bos, corrupt], 1)
+
+
+POSITIONS = list(range(2, 10))
+
+
+def kw(framework, subjects):
+    return {"tokenizer": subjects["tokenizer"]} if framework == "hf" else {}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
+    from nla_lens.capture import capture_residual
+
+    model, (clean, corrupt) = subjects[framework], prompts
+    extra = kw(framework, subjects)
+    clean_run = nla.explain_run(model, clean, positions=POSITIONS, max_new_tokens=20, **extra)
+    corrupt_run = nla.explain_run(model, corrupt, positions=POSITIONS, max_new_tokens=20, **extra)
+    assert sum(a != b for a, b in zip(clean_run.texts, corrupt_run.texts, strict=True)) >= len(POSITIONS) // 2  # live check
+
+    layer = nla.layer - 1
+    corrupt_resid = capture_residual(model, corrupt, layer, **extra).residual.detach().clone()
+    patched = nla.explain_run(
+        model, clean, positions=POSITIONS, max_new_tokens=20,
+        **residual_edit(model, layer, lambda r: corrupt_resid.to(r.dtype)), **extra,
+    )
+    assert patched.texts == corrupt_run.texts
+    noop = nla.explain_run(
+        model, clean, positions=POSITIONS, max_new_tokens=20, **residual_edit(model, layer, lambda r: r), **extra
+    )
+    assert noop.texts == clean_run.texts
+    assert torch.allclose(noop.vectors, clean_run.vectors, atol=1e-4)
+
+
+@pytest.mark.parametrize("framework", ["transformer_lens", "nnsight"])
+def test_activation_patching_table(nla, subjects, prompts, framework):
+    model, (clean, corrupt) = subjects[framework], prompts
+    df = activation_patching(
+        nla, model, clean, corrupt, layers=[0, 1, nla.layer], positions=[3, 5, -1], max_new_tokens=20
+    )
+    assert len(df) == 9 and set(df["layer"]) == {0, 1, nla.layer} and set(df["position"]) == {3, 5, 9}
+    assert df["explanation"].map(len).gt(0).all()
+    for col in ("metric", "mse_nrm", "cos", "fve_nrm", "crossfit_cos_clean", "crossfit_cos_corrupt"):
+        assert df[col].notna().all(), col
+    # Patching position p at layer K itself makes the explanation at p the corrupted one.
+    at_k = df[df["layer"] == nla.layer]
+    assert at_k["same_as_corrupt"].all()
+    assert (at_k["crossfit_cos_corrupt"] > at_k["crossfit_cos_clean"]).all()
+    fig = plot_patching(df)
+    assert fig.axes and "<td title=" in patching_html(df)
+
+
+def test_patching_metrics_at_the_last_block(nla, subjects, prompts):
+    """Patching the last position at the last block makes the last-position logits the
+    corrupted run's, so the metrics must equal the corrupted run's values."""
+    from nla_lens.patching import kl_to_clean
+
+    model, (clean, corrupt) = subjects["hf"], prompts
+    last = model.config.num_hidden_layers - 1
+    with torch.inference_mode():
+        lc, lx = model(input_ids=clean).logits[0], model(input_ids=corrupt).logits[0]
+    common = {"layers": [last], "positions": [-1], "tokenizer": subjects["tokenizer"], "max_new_tokens": 20}
+    df = activation_patching(nla, model, clean, corrupt, answer_tokens=(5, 6), **common)
+    assert df["metric"].iloc[0] == pytest.approx(float(lx[-1, 5] - lx[-1, 6]), abs=1e-4)
+    kl = activation_patching(nla, model, clean, corrupt, **common)["metric"].iloc[0]
+    assert kl == pytest.approx(kl_to_clean(lx, lc, lx), abs=1e-4) and kl > 0
+
+
+def test_explained_run_renders_and_diffs(nla, subjects, prompts):
+    model, (clean, corrupt) = subjects["transformer_lens"], prompts
+    a = nla.explain_run(model, clean, positions=POSITIONS, max_new_tokens=20, label="clean")
+    b = nla.explain_run(model, corrupt, positions=POSITIONS, max_new_tokens=20, label="corrupt")
+    assert isinstance(a, ExplainedRun) and len(a) == len(POSITIONS)
+    df = a.to_frame()
+    assert list(df["position"]) == POSITIONS and df["explanation"].tolist() == a.texts
+    assert "<table>" in a._repr_html_()
+    same, other = a.diff(a).summary(), a.diff(b).summary()
+    assert same["cross_cos_a_on_b"] > other["cross_cos_a_on_b"]
+    assert same["cross_fve_nrm_a_on_b"] > other["cross_fve_nrm_a_on_b"]
+    assert "explanation_b" in a.diff(b).to_frame() and "<table" in a.diff(b)._repr_html_()
+
+
+@pytest.mark.parametrize("framework", ["transformer_lens", "nnsight"])
+def test_steering_by_description(nla, subjects, prompts, framework):
+    model, (clean, _) = subjects[framework], prompts
+    tok = subjects["tokenizer"]
+    pos = 5
+    original = tok.convert_ids_to_tokens(int(clean[0, pos]))
+    target = next(w for w in ("dog", "house", "river", "music") if w != original and w in tok.get_vocab())
+    direction = nla.steering_vector(f"token: {target}")
+    cos_to_target = []
+    named = []
+    for alpha in (0.0, 0.5, 1.0, 2.0):
+        run = nla.explain_run(model, clean, positions=pos, max_new_tokens=20, **add_direction(model, direction, alpha, nla.layer, positions=pos))
+        named.append(target in run.texts[0].split())
+        cos_to_target.append(float(torch.nn.functional.cosine_similarity(run.vectors[0], direction, dim=0)))
+    assert not named[0] and named[-1], named
+    assert cos_to_target == sorted(cos_to_target)
+
+
+def test_steering_by_editing_an_explanation(nla, subjects, prompts):
+    model, (clean, _) = subjects["transformer_lens"], prompts
+    tok = subjects["tokenizer"]
+    run = nla.explain_run(model, clean, positions=4, max_new_tokens=20)
+    h, text = run.vectors[0], run.texts[0]
+    original = tok.convert_ids_to_tokens(int(clean[0, 4]))
+    target = next(w for w in ("dog", "house", "river") if w != original and w in tok.get_vocab())
+    edited = text.replace(original, target)
+    assert edited != text
+    offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.5], max_new_tokens=20)
+    assert offline[0].explanation.text == text and target in offline[1].explanation.text.split()
+    live = steer_by_edit(nla, h, text, edited, alphas=[1.5], model=model, inputs=clean, position=4, max_new_tokens=20)
+    assert target in live[0].explanation.text.split()
+    assert live[0].run is not None
