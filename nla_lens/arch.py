@@ -24,6 +24,7 @@ __all__ = [
     "is_multimodal",
     "text_config",
     "text_model",
+    "text_only_lm",
 ]
 
 
@@ -41,6 +42,9 @@ class ArchSpec:
     embed_scaled: bool
     final_norm_attr: str = "norm"
     layers_attr: str = "layers"
+    #: transformers class of the text-only causal LM, for multimodal wrappers that cannot
+    #: generate from ``inputs_embeds`` (Gemma3ForConditionalGeneration).
+    text_lm_class: str | None = None
 
 
 _GEMMA3 = ArchSpec(
@@ -48,6 +52,7 @@ _GEMMA3 = ArchSpec(
     text_model_path="model",
     multimodal_text_model_path="model.language_model",
     embed_scaled=True,
+    text_lm_class="Gemma3ForCausalLM",
 )
 _QWEN2 = ArchSpec(family="qwen2", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False)
 _LLAMA = ArchSpec(family="llama", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False)
@@ -138,3 +143,32 @@ def layers_module_path(model: nn.Module) -> str:
         return spec.layers_attr
     path = spec.multimodal_text_model_path if is_multimodal(model.config) else spec.text_model_path
     return f"{path}.{spec.layers_attr}"
+
+
+def text_only_lm(model: nn.Module) -> nn.Module:
+    """A text-only causal LM view of a multimodal wrapper, sharing its decoder and LM head.
+
+    Gemma3ForConditionalGeneration cannot ``generate(inputs_embeds=...)`` (the AV's way of
+    decoding), and its vision tower is dead weight for an AV. The view is built on the
+    meta device and then given the wrapper's own modules, so no weights are copied.
+    Plain causal LMs are returned as they are.
+    """
+    import torch
+    import transformers
+
+    config = model.config
+    if not is_multimodal(config):
+        return model
+    spec = arch_for(config)
+    if spec.text_lm_class is None or spec.multimodal_text_model_path is None:
+        raise UnsupportedArchitectureError(f"{type(model).__name__}: no text-only LM known for {spec.family!r}.")
+    cls = getattr(transformers, spec.text_lm_class)
+    with torch.device("meta"):
+        view = cls(text_config(config))
+    view.model = _get_path(model, spec.multimodal_text_model_path)
+    view.lm_head = model.get_output_embeddings()
+    view.generation_config = model.generation_config
+    leftover = [n for n, p in view.named_parameters() if p.is_meta]
+    if leftover:
+        raise UnsupportedArchitectureError(f"text-only view of {type(model).__name__} left {leftover} unset.")
+    return view.eval()

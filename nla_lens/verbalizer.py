@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
+from .arch import text_only_lm
 from .backends.local import LocalBackend
 from .errors import InjectionError, RoleMismatchError, VectorError
 from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation
@@ -110,7 +111,7 @@ class Verbalizer:
         embedder: Embedder
         if backend is None:
             model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
-            model = model.to(dev).eval()
+            model = text_only_lm(model).to(dev).eval()  # multimodal wrappers: decoder + head only
             backend = LocalBackend(model, tokenizer)
             embedder = model.get_input_embeddings()
         else:

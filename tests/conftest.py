@@ -14,17 +14,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def toy():
-    """The shipped toy checkpoints (or a fresh build in $NLA_LENS_TOY_DIR while developing the builder)."""
-    override = os.environ.get("NLA_LENS_TOY_DIR")
-    if override:
-        from pathlib import Path
-        from types import SimpleNamespace
-
-        root = Path(override)
-        return SimpleNamespace(**{k: root / k for k in ("subject", "subject_multimodal", "av", "ar")})
+    """The shipped toy checkpoints (or a build in $NLA_LENS_TOY_DIR while developing the builder)."""
     from nla_lens import toy
 
-    return toy.checkpoints()
+    return toy.checkpoints(os.environ.get("NLA_LENS_TOY_DIR"))
 
 
 @pytest.fixture(scope="session")
