@@ -18,8 +18,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
 from .arch import text_only_lm
+from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
 from .backends.local import LocalBackend
 from .errors import InjectionError, RoleMismatchError, VectorError
 from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation

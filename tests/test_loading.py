@@ -4,11 +4,11 @@ a Hugging Face cache laid out on disk stands in for the hub."""
 from __future__ import annotations
 
 import shutil
+from typing import ClassVar
 
 import pytest
 
-from nla_lens import NLA, CheckpointNotFoundError
-from nla_lens import loading
+from nla_lens import NLA, CheckpointNotFoundError, loading
 
 pytestmark = pytest.mark.integration
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -68,7 +68,7 @@ def test_gated_repo_message(monkeypatch):
     from huggingface_hub.errors import GatedRepoError
 
     class Response:
-        headers: dict = {}
+        headers: ClassVar[dict] = {}
         status_code = 403
         request = None
 
