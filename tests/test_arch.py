@@ -14,11 +14,11 @@ from nla_lens import NLA, Reconstructor, UnsupportedArchitectureError, Verbalize
 from nla_lens.arch import arch_for, decoder_layers, embed_scale
 
 
-def configs():
+def configs(vocab_size: int = 401):
     from transformers import Gemma3Config, Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=401)
+                 num_key_value_heads=2, vocab_size=vocab_size)
     return {
         "gemma3_text": Gemma3TextConfig(head_dim=16, **small),
         "gemma3": Gemma3Config(text_config=Gemma3TextConfig(head_dim=16, **small).to_dict()),
@@ -54,7 +54,9 @@ def _as_family(toy, tmp_path, family: str, role: str, injection_scale: float | N
     shutil.copytree(src, out)
     for f in out.glob("model*.safetensors"):
         f.unlink()
-    cfg = configs()[family]
+    from transformers import AutoTokenizer
+
+    cfg = configs(len(AutoTokenizer.from_pretrained(str(src))))[family]
     if role == "ar":
         cfg.num_hidden_layers = 3  # K + 1 for the toy's K = 2
     torch.manual_seed(0)
