@@ -161,7 +161,9 @@ def plot_patching(df: pd.DataFrame, *, value: str = "metric", label_chars: int =
         for j in range(grid.shape[1]):
             label = str(text.values[i, j])
             label = label if len(label) <= label_chars else label[: label_chars - 1] + "…"
-            ax.text(j, i, f"{grid.values[i, j]:.2f}\n{label}", ha="center", va="center", fontsize=7)
+            shade = im.norm(grid.values[i, j])
+            color = "white" if shade < 0.2 or shade > 0.8 else "black"  # readable on dark cells
+            ax.text(j, i, f"{grid.values[i, j]:.2f}\n{label}", ha="center", va="center", fontsize=7, color=color)
     ax.figure.colorbar(im, ax=ax, label=value)
     ax.set_title(f"activation patching: {value} (labels: explanation of the patched layer-K residual)")
     return fig if fig is not None else ax.figure

@@ -1,0 +1,244 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Quickstart: read a residual in words, and know when not to trust it
+#
+# A Natural Language Autoencoder (NLA) is a pair of models trained on one layer
+# `K` of a subject model:
+#
+# * the **AV** (activation verbalizer) gets a residual vector injected as one
+#   token embedding of a fixed prompt and writes an explanation of it;
+# * the **AR** (activation reconstructor) reads the explanation and predicts the
+#   vector back.
+#
+# How close the AR's reconstruction `v'` is to the original `v` says how much of
+# the vector the words captured. This tutorial loads a pair, captures a prompt's
+# residuals, explains them, reads the three scores, and then breaks the AV's
+# injection on purpose to show what a broken setup looks like.
+#
+# It runs offline on the toy pair shipped in `nla_lens` (its AV names the token
+# a residual came from). `NLA_LENS_REAL=1` runs the same cells on the released
+# Gemma-3-12B pair (GPU and `HF_TOKEN` needed; see tutorial 05).
+
+# %%
+import dataclasses
+import re
+from collections import Counter
+
+import matplotlib.pyplot as plt
+import torch
+from _setup import (
+    CLEAN_TEXT,
+    CORRUPT_TEXT,
+    EXAMPLE_TEXT,
+    banner,
+    check_known_words,
+    load_pair,
+    load_subject,
+    save_figure,
+)
+
+from nla_lens import NLA, PUBLISHED_BASELINES, Verbalizer
+
+banner("01 quickstart")
+nla = load_pair()
+print(nla)
+print(f"reads layer K={nla.layer} (TransformerLens hook {nla.hook_name!r}), d_model={nla.d_model}")
+print(f"AV injection_scale={nla.av.meta.injection_scale:g}   AR mse_scale={nla.ar.mse_scale:g}")
+print(f"baseline Var(v_n) = {nla.baseline.variance:.4f}  ({nla.baseline.source})")
+
+# %% [markdown]
+# ## Capture the residuals of a prompt
+#
+# `nla.capture(model, text)` runs the subject once and returns the residual
+# output of decoder block `K` (Hugging Face `hidden_states[K + 1]`) as
+# `[batch, positions, d_model]`. It works on a Hugging Face model, a
+# TransformerLens `TransformerBridge` or an nnsight model; a plain Hugging Face
+# model carries no tokenizer, so we pass it (`subject.kwargs`). Text is
+# tokenized with exactly one BOS.
+
+# %%
+subject = load_subject("hf")
+tok = subject.tokenizer
+check_known_words(tok, EXAMPLE_TEXT)
+vectors = nla.capture(subject.model, EXAMPLE_TEXT, **subject.kwargs)[0]  # [seq, d_model]
+tokens = tok.convert_ids_to_tokens(tok(EXAMPLE_TEXT)["input_ids"])
+print(type(subject.model).__name__, "| residuals", tuple(vectors.shape), vectors.dtype)
+print("tokens:", tokens)
+
+# %% [markdown]
+# ## Explain them
+#
+# `nla.explain` takes one `[d]` vector or a `[n, d]` batch and returns one
+# `Explanation` per vector: `.text`, and, because the pair has an AR, the
+# round-trip scores `.mse_nrm`, `.cos` and `.fve_nrm`. One batched AV call,
+# then one batched AR call; greedy decoding by default, so it is reproducible.
+
+# %%
+explanations = nla.explain(vectors)
+norms = vectors.float().norm(dim=1)
+print(f"{'pos':>3} {'token':<10} {'||v||':>9} {'mse_nrm':>8} {'cos':>6} {'fve_nrm':>8}  explanation")
+for p, (t, e) in enumerate(zip(tokens, explanations, strict=True)):
+    first_line = e.text.splitlines()[0] if e.text else "<empty>"
+    print(f"{p:>3} {t:<10} {norms[p]:>9.1f} {e.mse_nrm:>8.4f} {e.cos:>6.3f} {e.fve_nrm:>8.3f}  {first_line[:90]}")
+
+# %% [markdown]
+# ## What the three scores mean
+#
+# Both vectors are first scaled to the same L2 norm (`mse_scale = sqrt(d)`):
+#
+# * `mse_nrm = mean((v'_n - v_n)^2) = 2 (1 - cos)`: 0 is perfect, 2 is
+#   orthogonal, 4 is opposite.
+# * `cos`: the cosine between reconstruction and original.
+# * `fve_nrm = 1 - mse_nrm / Var(v_n)`: the fraction of variance explained,
+#   against the *predict-the-mean* baseline `Var(v_n)` (how far normalised
+#   activations spread around their mean). 0 means "no better than always
+#   predicting the average activation"; 1 is perfect.
+#
+# `fve_nrm` is the number to read: at Gemma-3-12B layer 32 activations cluster
+# tightly around their mean (`Var(v_n) = 0.0302`), so even a useless
+# explanation gets `cos` ~ 0.98. Released pairs use the published baseline;
+# `nla.set_baseline(your_activations)` estimates one from your own data.
+
+# %%
+mse = torch.tensor([e.mse_nrm for e in explanations])
+cos = torch.tensor([e.cos for e in explanations])
+fve = torch.tensor([e.fve_nrm for e in explanations])
+print(f"max |mse_nrm - 2(1 - cos)| = {float((mse - 2 * (1 - cos)).abs().max()):.2e}")
+print(f"max |fve_nrm - (1 - mse_nrm / Var)| = {float((fve - (1 - mse / nla.baseline.variance)).abs().max()):.2e}")
+gemma = PUBLISHED_BASELINES["kitft/nla-gemma3-12b-L32-av"].variance
+for name, var in (("this pair's baseline", nla.baseline.variance), ("Gemma-3-12B L32's", gemma)):
+    print(f"cos 0.99 is worth fve_nrm = {1 - 2 * (1 - 0.99) / var:+.3f} against {name} (Var(v_n) = {var:.4f})")
+
+# %% [markdown]
+# Now a baseline from our own activations: a few more sentences, every position
+# but the first (the BOS is a known outlier, see below).
+
+# %%
+published = nla.baseline
+own_texts = [EXAMPLE_TEXT, CLEAN_TEXT, CORRUPT_TEXT, "the queen saw a white horse near the river"]
+check_known_words(tok, *own_texts)
+own = torch.cat([nla.capture(subject.model, t, **subject.kwargs)[0, 1:] for t in own_texts])
+mine = nla.set_baseline(own)
+rescored = nla.score([e.text for e in explanations], vectors)
+print(f"shipped baseline: Var(v_n) = {published.variance:.4f}  mean fve_nrm = {fve[1:].mean():.3f}")
+print(f"own baseline    : Var(v_n) = {mine.variance:.4f} ({mine.source})  mean fve_nrm = {rescored.fve_nrm[1:].mean():.3f}")
+nla.baseline = published  # back to the shipped/published one
+
+# %% [markdown]
+# ## Known-noisy positions
+#
+# Two kinds of input are noisy for every NLA: the first ~10 positions of a
+# sequence (layer K has seen little context) and rare high-norm positions, such
+# as the BOS (Gemma-3-12B's BOS residual at layer 32 has a norm near 700k,
+# about ten times an ordinary token's). Flag them; don't read much into them.
+# `nla.transcript` (tutorial 04) does this for you.
+
+# %%
+median = float(norms[1:].median())
+print(f"BOS norm / median norm of the other tokens = {norms[0] / median:.2f}")
+print(f"BOS explanation: {explanations[0].text.splitlines()[0][:90]!r}  (fve_nrm {explanations[0].fve_nrm:.3f})")
+
+# %% [markdown]
+# ## An injection failure, on purpose
+#
+# The AV only understands vectors rescaled to the exact norm it was trained on
+# (the sidecar's `extraction.injection_scale`: 80000 for Gemma-3-12B). The
+# library always applies it. Here we build a Verbalizer whose sidecar says the
+# wrong thing, with `dataclasses.replace` on its `meta`, and explain the very
+# same vectors at several wrong scales.
+
+# %%
+CJK = re.compile(r"[\u2e80-\u9fff\u3200-\u33ff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def with_injection_scale(nla: NLA, scale: float) -> NLA:
+    """The same AV weights and AR, but a sidecar claiming another injection_scale."""
+    av = nla.av
+    meta = dataclasses.replace(av.meta, injection_scale=scale)
+    broken = Verbalizer(meta, av.tokenizer, av.embedder, av.backend, source=av.source, model=av.model, dtype=av.dtype)
+    return NLA(broken, nla.ar, baseline=nla.baseline)
+
+
+def smells(exps) -> dict:
+    """The contract's failure smells, measured: identical text for different vectors, CJK text."""
+    texts = [e.text for e in exps]
+    top, count = Counter(texts).most_common(1)[0]
+    return {
+        "distinct": f"{len(set(texts))}/{len(texts)}",
+        "top_share": count / len(texts),
+        "cjk": sum(bool(CJK.search(t)) for t in texts),
+        "mean_cos": sum(e.cos for e in exps) / len(exps),
+        "mean_fve": sum(e.fve_nrm for e in exps) / len(exps),
+        "top_text": top.splitlines()[0][:60] if top else "<empty>",
+    }
+
+
+body = vectors[1:]  # skip the BOS
+right = nla.av.meta.injection_scale
+factors = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+sweep = []
+print(f"{'injection_scale':>16} {'distinct':>8} {'top':>5} {'cjk':>4} {'cos':>6} {'fve':>7}  most common explanation")
+for factor in factors:
+    s = smells(with_injection_scale(nla, right * factor).explain(body))
+    sweep.append(s)
+    mark = "  <- the sidecar's value" if factor == 1.0 else ""
+    print(
+        f"{right * factor:>16.4g} {s['distinct']:>8} {s['top_share']:>5.2f} {s['cjk']:>4} "
+        f"{s['mean_cos']:>6.3f} {s['mean_fve']:>7.3f}  {s['top_text']!r}{mark}"
+    )
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.semilogx(factors, [s["mean_fve"] for s in sweep], marker="o", label="mean fve_nrm")
+ax.semilogx(factors, [s["top_share"] for s in sweep], marker="s", label="share of the most common text")
+ax.axvline(1.0, color="grey", ls=":", lw=1)
+ax.set(xlabel="injection scale / the sidecar's injection_scale", title="wrong injection norm: explanations collapse")
+ax.legend(fontsize=8)
+fig.tight_layout()
+save_figure(fig, "01_injection_scale.png")
+
+# %% [markdown]
+# The extreme case is an injection that did not happen at all: the AV reads its
+# marker token's own embedding (what you get when ids are sent alongside the
+# embeddings to a server, or a prefix cache keyed on ids serves a stale
+# prompt). We reproduce it exactly by "injecting" the marker's own embedding at
+# its own norm.
+
+# %%
+marker = torch.tensor([[nla.av.meta.injection_token_id]], device=nla.av.model.device)
+with torch.no_grad():
+    marker_embedding = nla.av.embedder(marker)[0, 0].float().cpu()
+no_injection = with_injection_scale(nla, float(marker_embedding.norm()))
+seen = no_injection.av.explain(marker_embedding)[0].text  # the AV's prompt, untouched
+print(f"what the AV writes when it sees its own marker: {seen!r}  (CJK: {bool(CJK.search(seen))})")
+# With a failed injection every one of your vectors gets this same text; score it against them:
+failed = nla.score([seen] * len(body), body)
+print(f"scored against the {len(body)} real vectors: mean cos {failed.cos.mean():.3f}, "
+      f"mean fve_nrm {failed.fve_nrm.mean():+.3f} (the working pair: {fve[1:].mean():+.3f})")
+
+# %% [markdown]
+# ## The failure smells (NLA contract)
+#
+# * **The same text whatever the vector** (`distinct` collapses, `top` near 1)
+#   and `fve_nrm` near or below 0: the AV is not seeing your vector.
+# * **All-CJK output, or English describing a CJK character**: the AV saw the
+#   marker's own embedding (Gemma's marker is U+321C; the toy uses the same
+#   character, and its AV, which names tokens, names the marker).
+#
+# Causes, most likely first: a wrong or missing `injection_scale`; a missing
+# embedding scale (Gemma multiplies embeddings by `sqrt(d)`); a double BOS;
+# template drift; token ids sent alongside the embeddings; a server prefix
+# cache that keys on token ids. nla_lens checks the sidecar against the live
+# tokenizer at load time and refuses double BOS inputs, but a wrong number in a
+# sidecar only shows up in the outputs: check `distinct` and `fve_nrm` on a
+# handful of different vectors before trusting a new setup.
