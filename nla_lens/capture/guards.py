@@ -42,19 +42,26 @@ class SubjectInfo:
     name_or_path: str
 
 
+#: A config.json key by which a local checkpoint declares which hub model it is a copy of
+#: (nla_lens's toy subject sets it; so can a user's local copy of a base model).
+MODEL_ID_KEY = "nla_lens_model_id"
+
+
+def _declared_name(config: Any) -> str:
+    return str(getattr(config, MODEL_ID_KEY, "") or getattr(config, "_name_or_path", "") or "")
+
+
 def subject_info(model: Any) -> SubjectInfo:
     """d_model, number of decoder blocks and name of a HF model, TransformerBridge or nnsight model."""
     framework = detect_framework(model)
     if framework == "transformer_lens":
         cfg = model.cfg
         hf = getattr(model, "original_model", None)
-        name = getattr(getattr(hf, "config", None), "_name_or_path", "") or str(
-            getattr(cfg, "model_name", "") or ""
-        )
+        name = _declared_name(getattr(hf, "config", None)) or str(getattr(cfg, "model_name", "") or "")
         return SubjectInfo(framework, int(cfg.d_model), int(cfg.n_layers), str(name))
     hf = hf_model_of(model)
     config = text_config(hf.config)
-    name = getattr(hf.config, "_name_or_path", "") or getattr(hf, "name_or_path", "") or ""
+    name = _declared_name(hf.config) or getattr(hf, "name_or_path", "") or ""
     return SubjectInfo(framework, int(config.hidden_size), len(decoder_layers(hf)), str(name))
 
 

@@ -153,3 +153,17 @@ def test_double_bos_in_token_ids_without_tokenizer(hf_model, tokenizer):
     with pytest.raises(CaptureError, match="two BOS"):
         capture_residual(hf_model, doubled, 1)  # BOS id from the model config
     assert capture_residual(hf_model, ids, 1).tokens is None  # no tokenizer: no token strings
+
+
+def test_local_copy_can_declare_its_hub_id(hf_model):
+    """A local checkpoint whose config declares `nla_lens_model_id` passes the name check."""
+    d_model = hf_model.config.get_text_config().hidden_size
+    hf_model.config._name_or_path = "/data/local/copy"
+    hf_model.config.nla_lens_model_id = "google/gemma-3-12b-it"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_subject(hf_model, d_model=d_model, layer=1, base_model="google/gemma-3-12b-it")
+    hf_model.config.nla_lens_model_id = "Qwen/Qwen2.5-7B-Instruct"
+    with pytest.raises(SubjectMismatchError):
+        check_subject(hf_model, d_model=d_model, layer=1, base_model="google/gemma-3-12b-it")
+    del hf_model.config.nla_lens_model_id
