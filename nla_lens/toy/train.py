@@ -1,0 +1,186 @@
+"""SFT of the toy AV and AR on the subject's real layer-K residuals.
+
+Both loops are plain, seeded PyTorch: fixed data order from a
+``torch.Generator``, AdamW, linear warm-up then cosine decay.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+from .recipe import (
+    AVPrompt,
+    ar_prompt_ids,
+    extract_explanation,
+    inject,
+    mse_nrm,
+    reconstruct_ids,
+    target_ids,
+)
+from .subject import EXTRACTION_LAYER, Residuals
+
+__all__ = ["TrainConfig", "explanation_for", "make_ar", "make_av", "train_ar", "train_av"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int = 50
+    seed: int = 0
+
+
+def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to 10%."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _optimizer(
+    params: list[nn.Parameter], cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+
+
+def explanation_for(tokenizer: PreTrainedTokenizerFast, word_id: int) -> str:
+    """What the AR sees for a perfect AV decode: the target decoded as the AV's output would be."""
+    decoded = tokenizer.decode(target_ids(tokenizer, word_id), skip_special_tokens=True)
+    return extract_explanation(str(decoded))
+
+
+def make_av(subject: Gemma3ForCausalLM) -> Gemma3ForCausalLM:
+    """The AV starts as a copy of the subject (\"fine-tuned from the subject\")."""
+    return copy.deepcopy(subject).train()
+
+
+def make_ar(subject: Gemma3ForCausalLM, seed: int) -> tuple[Gemma3ForCausalLM, nn.Linear]:
+    """The first K+1 blocks of the subject, final norm replaced by identity, plus a value head."""
+    n = EXTRACTION_LAYER + 1
+    cfg_dict = subject.config.to_dict()
+    cfg_dict.update(num_hidden_layers=n, layer_types=list(subject.config.layer_types or [])[:n])
+    cfg = Gemma3TextConfig.from_dict(cfg_dict)
+    ar = Gemma3ForCausalLM(cfg)
+    state = {
+        k: v
+        for k, v in subject.state_dict().items()
+        if not k.startswith("model.layers.") or int(k.split(".")[2]) < n
+    }
+    ar.load_state_dict(state, strict=True)
+    ar.generation_config = copy.deepcopy(subject.generation_config)
+    ar.model.norm = nn.Identity()
+    torch.manual_seed(seed)
+    head = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+    return ar.train(), head
+
+
+def _forward_shared_prefix(model: Gemma3ForCausalLM, embeds: Tensor, n_shared: int) -> Tensor:
+    """Last hidden states of positions ``n_shared:``, running the batch-shared prefix once.
+
+    Everything before the injection site is the same for every row, so its keys
+    and values are computed for one row and repeated (gradients still flow
+    through them). Equal to the plain forward to float precision.
+    """
+    window = model.config.sliding_window
+    if window is not None and embeds.shape[1] >= window:
+        raise ValueError(
+            f"AV training sequence ({embeds.shape[1]}) must fit the sliding window ({window})"
+        )
+    cache = model.model(inputs_embeds=embeds[:1, :n_shared], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(embeds.shape[0])
+    out = model.model(inputs_embeds=embeds[:, n_shared:], past_key_values=cache, use_cache=True)
+    return out.last_hidden_state
+
+
+def train_av(
+    av: Gemma3ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    prompt: AVPrompt,
+    data: Residuals,
+    injection_scale: float,
+    cfg: TrainConfig,
+) -> float:
+    """Teacher-forced SFT; loss on the target tokens only. Returns the final word accuracy."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    targets = torch.tensor([target_ids(tokenizer, int(t)) for t in data.tokens.tolist()])
+    n_prompt, n_target = len(prompt.ids), targets.shape[1]
+    word_col = n_target - 3  # ... WORD </explanation> <end_of_turn>
+    opt, sched = _optimizer(list(av.parameters()), cfg)
+    embed = av.get_input_embeddings()
+    acc = 0.0
+    bar = tqdm(range(cfg.steps), desc="AV SFT", leave=False)
+    for step in bar:
+        idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
+        tgt = targets[idx]
+        embeds = torch.cat(
+            [inject(av, prompt, data.vectors[idx], injection_scale), embed(tgt[:, :-1])], dim=1
+        )
+        hidden = _forward_shared_prefix(av, embeds, prompt.position)[
+            :, n_prompt - 1 - prompt.position :
+        ]
+        logits = av.lm_head(hidden)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(av.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        acc = 0.9 * acc + 0.1 * float(
+            (logits[:, word_col].argmax(-1) == tgt[:, word_col]).float().mean()
+        )
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+            log.debug("AV step %d loss %.4f acc %.3f", step, loss.item(), acc)
+    log.info("AV SFT done: %d steps, running word accuracy %.3f", cfg.steps, acc)
+    return acc
+
+
+def train_ar(
+    ar: Gemma3ForCausalLM,
+    head: nn.Linear,
+    tokenizer: PreTrainedTokenizerFast,
+    data: Residuals,
+    mse_scale: float,
+    cfg: TrainConfig,
+) -> float:
+    """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    words = sorted(set(data.tokens.tolist()))
+    prompt_of = {w: ar_prompt_ids(tokenizer, explanation_for(tokenizer, w)) for w in words}
+    params = [*ar.parameters(), *head.parameters()]
+    opt, sched = _optimizer(params, cfg)
+    ema = 2.0
+    bar = tqdm(range(cfg.steps), desc="AR SFT", leave=False)
+    for step in bar:
+        idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
+        pred = reconstruct_ids(ar, head, [prompt_of[int(t)] for t in data.tokens[idx].tolist()])
+        loss = mse_nrm(pred, data.vectors[idx], mse_scale).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema = 0.9 * ema + 0.1 * loss.item()
+        if step % 50 == 0:
+            bar.set_postfix(mse=f"{ema:.4f}")
+            log.debug("AR step %d mse_nrm %.4f", step, ema)
+    log.info("AR SFT done: %d steps, running mse_nrm %.4f", cfg.steps, ema)
+    return ema

@@ -1,0 +1,253 @@
+"""The shipped toy checkpoints (``python -m nla_lens.toy build``): files, sidecars,
+tokenizer invariants, multimodal layout, AR layout. No training here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    GenerationConfig,
+)
+
+from nla_lens.errors import CheckpointNotFoundError
+from nla_lens.sidecar import load_sidecar, verify_tokenizer
+from nla_lens.toy import EXTRACTION_LAYER, checkpoints
+
+pytestmark = pytest.mark.integration
+
+K = EXTRACTION_LAYER
+D = 64
+HF_FILES = (
+    "config.json",
+    "model.safetensors",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "README.md",
+)
+
+
+def _ids(encoded) -> list[int]:
+    if hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return [int(i) for i in encoded]
+
+
+def _meta(path: Path) -> dict:
+    return yaml.safe_load((path / "nla_meta.yaml").read_text(encoding="utf-8"))
+
+
+def _content_ids(tok) -> list[int]:
+    added = set(tok.get_added_vocab().values()) | set(tok.all_special_ids)
+    return sorted(i for i in tok.get_vocab().values() if i not in added)
+
+
+@pytest.fixture(scope="module")
+def tok(toy):
+    return AutoTokenizer.from_pretrained(str(toy.av))
+
+
+def test_checkpoints_api(tmp_path):
+    ck = checkpoints()
+    for p in (ck.subject, ck.subject_multimodal, ck.av, ck.ar):
+        assert p.is_dir() and (p / "config.json").is_file()
+    assert ck.quality.is_file()
+    with pytest.raises(CheckpointNotFoundError, match=r"python -m nla_lens\.toy build"):
+        checkpoints(tmp_path)
+
+
+def test_files_present(toy):
+    for name in ("subject", "subject_multimodal", "av", "ar"):
+        d = getattr(toy, name)
+        missing = [f for f in HF_FILES if not (d / f).is_file()]
+        assert not missing, f"{name}: missing {missing}"
+    for name in ("av", "ar"):
+        assert (getattr(toy, name) / "nla_meta.yaml").is_file()
+    assert (toy.ar / "value_head.safetensors").is_file()
+    # One tokenizer for all four.
+    blobs = {
+        (getattr(toy, n) / "tokenizer.json").read_bytes()
+        for n in ("subject", "subject_multimodal", "av", "ar")
+    }
+    assert len(blobs) == 1
+
+
+@pytest.mark.parametrize("role", ["av", "ar"])
+def test_sidecar_fields(toy, tok, role):
+    d = getattr(toy, role)
+    meta = _meta(d)
+    assert meta["kind"] == "nla_model" and meta["schema_version"] == 2
+    assert meta["role"] == role and meta["stage"] == f"{role}_sft"
+    assert meta["base_checkpoint"] == "nla-lens/toy-gemma3-subject"
+    assert meta["parent_checkpoints"] == [meta["base_checkpoint"]]
+    assert meta["trained_on"] and isinstance(meta["trained_on"], list)
+    assert meta["d_model"] == D and meta["extraction_layer_index"] == K
+    assert "created_at" not in meta  # reproducible build: no timestamps
+    ex = meta["extraction"]
+    assert ex["mse_scale"] == pytest.approx(math.sqrt(D))
+    if role == "av":
+        assert isinstance(ex["injection_scale"], float) and ex["injection_scale"] > 0
+    else:
+        assert ex["injection_scale"] is None
+        assert meta["ar"] == {"num_hidden_layers": K}
+    t = meta["tokens"]
+    assert t["injection_char"] == "\u321c"
+    assert _ids(tok.encode(t["injection_char"], add_special_tokens=False)) == [
+        t["injection_token_id"]
+    ]
+    assert t["injection_left_neighbor_id"] == tok.convert_tokens_to_ids("<concept>")
+    assert t["injection_right_neighbor_id"] == tok.convert_tokens_to_ids("</concept>")
+    assert t["critic_suffix_ids"] == [tok.convert_tokens_to_ids("<summary>")]
+    templates = meta["prompt_templates"]
+    assert "{injection_char}" in templates["av"] and "meticulous AI researcher" in templates["av"]
+    assert templates["ar"] == "Summary of the following text: <text>{explanation}</text> <summary>"
+    # The library's own parser accepts it, with no unknown keys, and agrees with the tokenizer.
+    parsed = load_sidecar(d, strict=True)
+    assert parsed.layer == K and parsed.d_model == D
+    verify_tokenizer(parsed, AutoTokenizer.from_pretrained(str(d)))
+
+
+def test_tokenizer_invariants(toy, tok):
+    meta = _meta(toy.av)
+    bos, unk = tok.bos_token_id, tok.unk_token_id
+    assert (tok.pad_token_id, tok.eos_token_id, bos, unk) == (0, 1, 2, 3)
+    assert tok.eos_token == "<eos>"
+    content = meta["prompt_templates"]["av"].format(injection_char=meta["tokens"]["injection_char"])
+    ids = _ids(
+        tok.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=True, add_generation_prompt=True
+        )
+    )
+    assert ids[0] == bos and ids.count(bos) == 1 and unk not in ids
+    assert tok.convert_ids_to_tokens(ids[-2:]) == ["<start_of_turn>", "model"]
+    marker = meta["tokens"]["injection_token_id"]
+    assert ids.count(marker) == 1
+    p = ids.index(marker)
+    assert (ids[p - 1], ids[p + 1]) == (
+        meta["tokens"]["injection_left_neighbor_id"],
+        meta["tokens"]["injection_right_neighbor_id"],
+    )
+    ar_ids = _ids(
+        tok(
+            meta["prompt_templates"]["ar"].format(explanation="token : cat"),
+            add_special_tokens=True,
+        )
+    )
+    assert ar_ids[0] == bos and ar_ids.count(bos) == 1 and unk not in ar_ids
+    assert ar_ids[-1] == tok.convert_tokens_to_ids("<summary>")
+    # Tags are added (not special) tokens: they survive skip_special_tokens.
+    gen = _ids(tok.encode("<explanation> token : cat </explanation>", add_special_tokens=False))
+    gen += [tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id]
+    assert tok.decode(gen, skip_special_tokens=True) == "<explanation> token : cat </explanation>"
+    # Every content token round-trips through decode -> encode (what the AR relies on).
+    cids = _content_ids(tok)
+    assert 300 <= len(cids) <= 450
+    assert _ids(tok.encode(tok.decode(cids), add_special_tokens=False)) == cids
+    gc = GenerationConfig.from_pretrained(str(toy.av))
+    assert set(gc.eos_token_id) == {tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")}
+
+
+def test_multimodal_equals_plain(toy, tok):
+    plain = AutoModelForCausalLM.from_pretrained(str(toy.subject), dtype=torch.float32).eval()
+    mm, info = AutoModelForImageTextToText.from_pretrained(
+        str(toy.subject_multimodal), dtype=torch.float32, output_loading_info=True
+    )
+    mm.eval()
+    assert type(mm).__name__ == "Gemma3ForConditionalGeneration"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert len(mm.model.language_model.layers) == plain.config.num_hidden_layers
+    assert mm.config.text_config.hidden_size == D
+    assert mm.config.image_token_id == tok.convert_tokens_to_ids("<image_soft_token>")
+    g = torch.Generator().manual_seed(0)
+    vocab = torch.tensor(_content_ids(tok))
+    ids = torch.cat(
+        [
+            torch.full((3, 1), tok.bos_token_id),
+            vocab[torch.randint(len(vocab), (3, 20), generator=g)],
+        ],
+        1,
+    )
+    with torch.inference_mode():
+        a = plain(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
+        b = mm(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # Token identity dominates the layer-K residual (what makes the toy AV learnable).
+    emb = plain.get_input_embeddings()(ids)
+    assert torch.nn.functional.cosine_similarity(a[:, 2:], emb[:, 2:], dim=-1).mean() > 0.8
+
+
+def test_ar_layout(toy):
+    cfg = AutoConfig.from_pretrained(str(toy.ar))
+    assert cfg.num_hidden_layers == K + 1 and len(cfg.layer_types) == K + 1
+    assert cfg.hidden_size == D
+    head = load_file(str(toy.ar / "value_head.safetensors"))
+    assert (
+        set(head) == {"weight"}
+        and head["weight"].shape == (D, D)
+        and head["weight"].dtype == torch.float32
+    )
+    model, info = AutoModelForCausalLM.from_pretrained(str(toy.ar), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert len(model.model.layers) == K + 1
+
+
+def test_weights_are_float32(toy):
+    for name in ("subject", "subject_multimodal", "av", "ar"):
+        tensors = load_file(str(getattr(toy, name) / "model.safetensors"))
+        assert {t.dtype for t in tensors.values()} == {torch.float32}, name
+
+
+def test_quality_json(toy):
+    q = json.loads((toy.av.parent / "quality.json").read_text())
+    assert set(q) == {"accuracy", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n"}
+    assert q["accuracy"] >= 0.8 and q["fve_nrm"] >= 0.5 and q["n"] >= 500
+    assert 0 < q["baseline_var"] <= 4
+    assert q["fve_nrm"] == pytest.approx(1 - q["mse_nrm"] / q["baseline_var"], abs=2e-3)
+
+
+def test_av_names_the_token(toy, tok):
+    """A few real residuals through the builder's own recipe (greedy): the AV names the token."""
+    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
+
+    subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
+    av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
+    scale = _meta(toy.av)["extraction"]["injection_scale"]
+    g = torch.Generator().manual_seed(99)
+    vocab = torch.tensor(_content_ids(tok))
+    ids = torch.cat(
+        [
+            torch.full((16, 1), tok.bos_token_id),
+            vocab[torch.randint(len(vocab), (16, 12), generator=g)],
+        ],
+        1,
+    )
+    with torch.inference_mode():
+        hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
+    pos = torch.randint(2, 13, (16,), generator=g)
+    texts = greedy_explain(av, tok, av_prompt(tok), hs[torch.arange(16), pos], scale)
+    words = [tok.convert_ids_to_tokens(int(i)) for i in ids[torch.arange(16), pos]]
+    hits = sum(extract_explanation(t) == f"token : {w}" for t, w in zip(texts, words, strict=True))
+    assert hits >= 13, list(zip(texts, words, strict=True))
+
+
+@pytest.mark.slow
+def test_base_build_is_deterministic(toy, tmp_path):
+    """Rebuilding the tokenizer and the (untrained) subjects gives the shipped bytes."""
+    from nla_lens.toy.build import build_base
+
+    build_base(tmp_path)
+    for name in ("subject", "subject_multimodal"):
+        for f in sorted((getattr(toy, name)).iterdir()):
+            rebuilt = tmp_path / name / f.name
+            assert rebuilt.read_bytes() == f.read_bytes(), f"{name}/{f.name} differs"
