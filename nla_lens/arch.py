@@ -166,7 +166,7 @@ def text_only_lm(model: nn.Module) -> nn.Module:
     with torch.device("meta"):
         view = cls(text_config(config))
     view.model = _get_path(model, spec.multimodal_text_model_path)
-    view.lm_head = model.get_output_embeddings()
+    view.lm_head = model.get_output_embeddings()  # type: ignore[operator]
     view.generation_config = model.generation_config
     leftover = [n for n, p in view.named_parameters() if p.is_meta]
     if leftover:
