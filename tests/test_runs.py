@@ -161,3 +161,23 @@ def test_steering_by_editing_an_explanation(nla, subjects, prompts):
     live = steer_by_edit(nla, h, text, edited, alphas=[1.5], model=model, inputs=clean, position=4, max_new_tokens=20)
     assert target in live[0].explanation.text.split()
     assert live[0].run is not None
+
+
+def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
+    """`run_with_cache(names_filter=nla.hook_name)` and `nla.residual(model)` inside an
+    nnsight trace give the residual that `nla.capture` and HF `hidden_states[K+1]` give."""
+    clean = prompts[0]
+    with torch.inference_mode():
+        ref = subjects["hf"](input_ids=clean, output_hidden_states=True).hidden_states[nla.layer + 1]
+    _, cache = subjects["transformer_lens"].run_with_cache(clean, names_filter=nla.hook_name)
+    assert torch.allclose(cache[nla.hook_name], ref, atol=1e-4)
+    model = subjects["nnsight"]
+    with model.trace(clean):
+        h = nla.residual(model).save()
+    assert torch.allclose(h, ref, atol=1e-4)
+    for framework in FRAMEWORKS:
+        got = nla.capture(subjects[framework], clean, **kw(framework, subjects))
+        assert torch.allclose(got, ref, atol=1e-4), framework
+    # and the AV reads any of them the same way
+    texts = [e.text for e in nla.explain(torch.stack([cache[nla.hook_name][0, 4], h[0, 4]]), max_new_tokens=20)]
+    assert texts[0] == texts[1]
