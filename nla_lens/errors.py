@@ -10,6 +10,7 @@ __all__ = [
     "BackendError",
     "CaptureError",
     "CheckpointNotFoundError",
+    "IncompleteResultsError",
     "InjectionError",
     "MissingExtraError",
     "MissingValueHeadError",
@@ -74,6 +75,15 @@ class CaptureError(NLAError):
 
 class BackendError(NLAError):
     """A generation backend failed: a 4xx reply, a malformed reply, or exhausted retries."""
+
+
+class IncompleteResultsError(NLAError):
+    """A long call failed part-way; ``.partial`` holds what was finished (in input order,
+    the first ``len(partial)`` items), so no finished work is lost."""
+
+    def __init__(self, message: str, partial: list) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.partial = partial
 
 
 class MissingExtraError(NLAError, ImportError):

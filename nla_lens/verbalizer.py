@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .arch import text_only_lm
 from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
 from .backends.local import LocalBackend
-from .errors import InjectionError, RoleMismatchError, VectorError
+from .errors import IncompleteResultsError, InjectionError, RoleMismatchError, VectorError
 from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation
 from .loading import (
     CheckpointSource,
@@ -82,6 +82,7 @@ class Verbalizer:
         self.injection_position: int = pos
         self.prompt_ids: list[int] = av_prompt_ids(meta, tokenizer)
         self._base: Tensor | None = None
+        self.last_partial: list[GenerationOutput] = []
 
     @classmethod
     def from_pretrained(
@@ -167,12 +168,23 @@ class Verbalizer:
         chunks = range(0, rows.shape[0], batch_size)
         show = progress if progress is not None else len(chunks) > 1
         outputs: list[GenerationOutput] = []
+        self.last_partial = outputs  # kept here too, should even a KeyboardInterrupt strike
         for start in tqdm(chunks, desc="explaining", unit="batch", disable=not show):
             chunk = rows[start : start + batch_size]
             p = params
             if params.seed is not None:  # a distinct, reproducible seed per batch
                 p = SamplingParams(**{**params.__dict__, "seed": params.seed + start})
-            outputs += self.backend.generate(self.prompt_embeds(chunk), p)
+            try:
+                outputs += self.backend.generate(self.prompt_embeds(chunk), p)
+            except Exception as exc:
+                if not outputs:
+                    raise
+                raise IncompleteResultsError(
+                    f"decoding failed after {len(outputs)} of {rows.shape[0]} decodes ({exc}); the finished "
+                    "ones are in `.partial` (vector-major). Fix the cause and explain the rest, or use "
+                    "nla_lens.jobs.explain_dataset for resumable runs.",
+                    outputs,
+                ) from exc
         return outputs
 
     def explain(

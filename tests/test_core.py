@@ -102,3 +102,27 @@ def test_toy_quality(nla, toy_residuals):
     print(f"toy quality: accuracy={accuracy:.3f} fve_nrm={fve:.3f} n={len(exps)} baseline={nla.baseline}")
     assert accuracy >= 0.8
     assert fve >= 0.5
+
+
+def test_partial_results_survive_a_failing_backend(nla, toy_residuals):
+    """A backend that dies part-way: the finished decodes come back on the error."""
+    from nla_lens import IncompleteResultsError, Verbalizer
+
+    real = nla.av.backend
+    calls = []
+
+    class Flaky:
+        name = "flaky"
+
+        def generate(self, embeds, params):
+            calls.append(len(embeds))
+            if len(calls) == 3:
+                raise ConnectionError("server went away")
+            return real.generate(embeds, params)
+
+    av = Verbalizer(nla.av.meta, nla.av.tokenizer, nla.av.embedder, Flaky(), model=nla.av.model)
+    with pytest.raises(IncompleteResultsError, match="after 8 of 12") as info:
+        av.explain(toy_residuals[0][:12], batch_size=4, max_new_tokens=20)
+    assert len(info.value.partial) == 8
+    expected = [e.raw for e in nla.explain(toy_residuals[0][:8], max_new_tokens=20)]
+    assert [o.text for o in info.value.partial] == expected
