@@ -126,3 +126,17 @@ def test_partial_results_survive_a_failing_backend(nla, toy_residuals):
     assert len(info.value.partial) == 8
     expected = [e.raw for e in nla.explain(toy_residuals[0][:8], max_new_tokens=20)]
     assert [o.text for o in info.value.partial] == expected
+
+
+def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
+    """The local backend prefills the shared prompt prefix once; decodes are unchanged."""
+    from nla_lens.backends import LocalBackend, SamplingParams
+
+    embeds = nla.av.prompt_embeds(toy_residuals[0][:16])
+    params = SamplingParams(max_new_tokens=20)
+    shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
+    plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
+    assert shared._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long)) is not None
+    assert [o.text for o in shared.generate(embeds, params)] == [o.text for o in plain.generate(embeds, params)]
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=20, seed=3)
+    assert [o.text for o in shared.generate(embeds, sampled)] == [o.text for o in plain.generate(embeds, sampled)]

@@ -13,6 +13,9 @@ from .base import GenerationOutput, SamplingParams
 
 __all__ = ["LocalBackend", "StopOnText", "left_pad"]
 
+#: Shared prompt prefixes shorter than this are not worth a separate prefill.
+MIN_SHARED_PREFIX = 8
+
 
 class StopOnText:
     """A ``StoppingCriteria`` that ends a row once its decoded tail contains a stop string.
@@ -55,21 +58,44 @@ class LocalBackend:
     """Decodes with a Hugging Face causal LM in this process.
 
     Prompts of equal length (the AV's case: one template, one injected row) are
-    run without padding; others are left-padded with a correct attention mask,
-    from which transformers derives the positions.
+    run without padding, and the prefix they all share is prefilled once
+    (``share_prefix``); prompts of different lengths are left-padded with a
+    correct attention mask, from which transformers derives the positions.
     """
 
     name = "local"
 
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any, *, share_prefix: bool = True) -> None:
         self.model: Any = model
         self.tokenizer = tokenizer
+        self.share_prefix = share_prefix
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos_ids = eos if isinstance(eos, list) else [eos]
         eos_ids = [*eos_ids, tokenizer.eos_token_id]
         self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor) -> Any:
+        """Prefill the prompt prefix that every row shares once, and repeat its KV cache.
+
+        AV prompts differ only from the injected row on, so the ~90% of the prompt
+        before the marker is computed once per batch instead of once per vector.
+        """
+        n, t, _ = embeds.shape
+        if n < 2 or not bool(mask.all()):
+            return None
+        same = (embeds == embeds[:1]).all(dim=2).all(dim=0)
+        prefix = int(same.long().cumprod(0).sum())
+        prefix = min(prefix, t - 1)  # generate needs at least one uncached prompt token
+        if prefix < MIN_SHARED_PREFIX:
+            return None
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        self.model(inputs_embeds=embeds[:1, :prefix], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(n)
+        return cache
 
     @torch.inference_mode()
     def generate(
@@ -93,6 +119,9 @@ class LocalBackend:
             # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
             criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
             kwargs["stopping_criteria"] = StoppingCriteriaList([criterion(self.tokenizer, params.stop, 0)])
+        cache = self._shared_prefix_cache(kwargs["inputs_embeds"], kwargs["attention_mask"]) if self.share_prefix else None
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         if params.greedy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
