@@ -1,11 +1,22 @@
 """Generation backends: in-process transformers (default) and serving-engine clients.
 
-Server clients (``sglang``, ``vllm``) import their HTTP stack lazily.
+Server clients (``sglang``, ``vllm``) import their HTTP stack (aiohttp, extra
+``serve``) and the vLLM engine (``vllm``) lazily, when first used.
 """
 
 from __future__ import annotations
 
 from .base import GenerationBackend, GenerationOutput, SamplingParams
 from .local import LocalBackend
+from .sglang import SGLangBackend
+from .vllm import VLLMEngineBackend, VLLMServerBackend
 
-__all__ = ["GenerationBackend", "GenerationOutput", "LocalBackend", "SamplingParams"]
+__all__ = [
+    "GenerationBackend",
+    "GenerationOutput",
+    "LocalBackend",
+    "SGLangBackend",
+    "SamplingParams",
+    "VLLMEngineBackend",
+    "VLLMServerBackend",
+]
