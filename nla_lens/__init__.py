@@ -7,7 +7,17 @@
 
 from __future__ import annotations
 
-from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
+from .backends import (
+    GenerationBackend,
+    GenerationOutput,
+    LocalBackend,
+    SamplingParams,
+    SGLangBackend,
+    VLLMEngineBackend,
+    VLLMServerBackend,
+)
+from .cache import ExplanationCache
+from .embedding import EmbeddingTable
 from .errors import (
     BackendError,
     CaptureError,
@@ -26,6 +36,7 @@ from .errors import (
     VectorError,
 )
 from .explanation import Explanation, extract_explanation
+from .jobs import JobResult, explain_dataset
 from .metrics import PUBLISHED_BASELINES, Baseline, Scores, estimate_baseline
 from .pair import NLA
 from .provenance import Provenance
@@ -44,11 +55,15 @@ __all__ = [
     "Baseline",
     "CaptureError",
     "CheckpointNotFoundError",
+    "EmbeddingTable",
     "Explanation",
+    "ExplanationCache",
     "GenerationBackend",
     "GenerationOutput",
     "IncompleteResultsError",
     "InjectionError",
+    "JobResult",
+    "LocalBackend",
     "MissingExtraError",
     "MissingValueHeadError",
     "NLAError",
@@ -58,16 +73,20 @@ __all__ = [
     "Reconstructor",
     "ReleasedPair",
     "RoleMismatchError",
+    "SGLangBackend",
     "SamplingParams",
     "Scores",
     "SidecarError",
     "SubjectMismatchError",
     "TokenizerDriftError",
     "UnsupportedArchitectureError",
+    "VLLMEngineBackend",
+    "VLLMServerBackend",
     "VectorError",
     "Verbalizer",
     "__version__",
     "estimate_baseline",
+    "explain_dataset",
     "extract_explanation",
     "load_sidecar",
 ]

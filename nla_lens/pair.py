@@ -24,6 +24,7 @@ from .vectors import as_vector_batch
 from .verbalizer import Verbalizer
 
 if TYPE_CHECKING:
+    from .cache import ExplanationCache
     from .reading import SearchHit
     from .runs import ExplainedRun
     from .transcript import Transcript
@@ -154,14 +155,38 @@ class NLA:
         batch_size: int = 64,
         score: bool = True,
         progress: bool | None = None,
+        cache: ExplanationCache | None = None,
     ) -> list[Explanation]:
         """Explain one ``[d]`` vector or a ``[n, d]`` batch (tensor or array, any float dtype).
 
         Greedy (``temperature=0``) by default, for reproducible decodes; the AV was
         trained at temperature 1.0. Returns ``samples`` explanations per vector,
-        vector-major, each scored through the AR when one is loaded.
+        vector-major, each scored through the AR when one is loaded. With an
+        :class:`~nla_lens.cache.ExplanationCache`, rows already explained with the
+        same checkpoints and sampling settings are read back instead of recomputed.
         """
         v = as_vector_batch(vectors, self.d_model)
+        kwargs: dict[str, Any] = {
+            "temperature": temperature, "max_new_tokens": max_new_tokens, "top_p": top_p, "seed": seed,
+            "batch_size": batch_size, "score": score, "progress": progress,
+        }
+        if cache is not None:
+            return cache.explain(self, v, samples=samples, explain=self._explain, **kwargs)
+        return self._explain(v, samples=samples, **kwargs)
+
+    def _explain(
+        self,
+        v: torch.Tensor,
+        *,
+        temperature: float,
+        max_new_tokens: int,
+        top_p: float,
+        samples: int,
+        seed: int | None,
+        batch_size: int,
+        score: bool,
+        progress: bool | None,
+    ) -> list[Explanation]:
         explanations = self.av.explain(
             v, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, samples=samples,
             seed=seed, batch_size=batch_size, progress=progress,

@@ -140,3 +140,27 @@ def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
     assert [o.text for o in shared.generate(embeds, params)] == [o.text for o in plain.generate(embeds, params)]
     sampled = SamplingParams(temperature=1.0, max_new_tokens=20, seed=3)
     assert [o.text for o in shared.generate(embeds, sampled)] == [o.text for o in plain.generate(embeds, sampled)]
+
+
+def test_explain_through_the_cache(nla, toy_residuals, tmp_path):
+    from nla_lens import ExplanationCache
+
+    cache = ExplanationCache(tmp_path / "cache.sqlite")
+    v = toy_residuals[0][:6]
+    first = nla.explain(v[:4], max_new_tokens=20, cache=cache)
+    calls = []
+    real = nla._explain
+
+    def counting(rows, **kw):
+        calls.append(len(rows))
+        return real(rows, **kw)
+
+    nla._explain = counting
+    try:
+        again = nla.explain(v, max_new_tokens=20, cache=cache)
+    finally:
+        del nla._explain
+    assert calls == [2]  # only the two new rows were computed
+    assert [e.text for e in again[:4]] == [e.text for e in first]
+    assert [e.cos for e in again[:4]] == pytest.approx([e.cos for e in first])
+    assert [e.text for e in again] == [e.text for e in nla.explain(v, max_new_tokens=20)]

@@ -52,7 +52,7 @@ class GenerationBackend(Protocol):
 
     def generate(
         self,
-        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
+        prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: SamplingParams,
     ) -> list[GenerationOutput]:
         """Decode each prompt (a ``[seq, d]`` embedding, or rows of one ``[n, seq, d]``

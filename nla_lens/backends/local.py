@@ -38,7 +38,7 @@ class StopOnText:
 
 
 def left_pad(
-    prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
+    prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
 ) -> tuple[Float[Tensor, "n seq d_model"], Tensor]:
     """Stack prompts of any lengths, left-padded with zeros, and their attention mask."""
     if isinstance(prompt_embeds, Tensor) and prompt_embeds.ndim == 3:
@@ -100,7 +100,7 @@ class LocalBackend:
     @torch.inference_mode()
     def generate(
         self,
-        prompt_embeds: Sequence[Float[Tensor, "seq d_model"]] | Float[Tensor, "n seq d_model"],
+        prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: SamplingParams,
     ) -> list[GenerationOutput]:
         embeds, mask = left_pad(prompt_embeds)
@@ -135,6 +135,8 @@ class LocalBackend:
     def _finish(self, ids: list[int], params: SamplingParams) -> GenerationOutput:
         stop_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
         kept = ids if stop_at is None else ids[:stop_at]
+        while kept and kept[-1] == self.pad_id:  # rows that stopped on a stop string are padded
+            kept.pop()
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         hit = [text.find(s) + len(s) for s in params.stop if s in text]
         if hit:

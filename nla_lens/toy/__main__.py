@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         f"fve_nrm {quality.fve_nrm:.3f}, mse_nrm {quality.mse_nrm:.4f}, cos {quality.cos:.4f}, "
         f"baseline Var(v_n) {quality.baseline_var:.4f}"
     )
+    print(
+        f"chat-formatted, every position (n={quality.chat_n}): "
+        f"closes </explanation> within {quality.chat_max_new_tokens} new tokens "
+        f"{quality.chat_terminated:.3f}, AV accuracy {quality.chat_accuracy:.3f}"
+    )
     return 0
 
 

@@ -30,6 +30,7 @@ from .subject import (
     Residuals,
     build_multimodal,
     build_subject,
+    sample_chat_residuals,
     sample_residuals,
 )
 from .tokenizer import build_tokenizer, content_token_ids
@@ -46,6 +47,9 @@ class BuildConfig:
     seq_len: int = 32
     train_sequences: int = 2048
     heldout_sequences: int = 1000
+    chat_train_sequences: int = 2048
+    chat_heldout_sequences: int = 128
+    chat_max_new_tokens: int = 12
     av: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=600, batch_size=64, lr=2e-3, seed=11)
     )
@@ -56,7 +60,14 @@ class BuildConfig:
 
 @dataclass(frozen=True)
 class Quality:
-    """Round-trip figures on held-out residuals (the toy's published baseline)."""
+    """Round-trip figures on held-out residuals (the toy's published baseline).
+
+    ``accuracy`` .. ``n``: random content sequences after BOS, one position >= 2
+    each. ``chat_*``: every position (BOS, template and special tokens included)
+    of held-out chat-formatted conversations: the fraction of greedy decodes that
+    close ``</explanation>`` within ``chat_max_new_tokens`` new tokens, and the
+    fraction that name the token exactly.
+    """
 
     accuracy: float
     fve_nrm: float
@@ -64,6 +75,10 @@ class Quality:
     cos: float
     baseline_var: float
     n: int
+    chat_terminated: float
+    chat_accuracy: float
+    chat_max_new_tokens: int
+    chat_n: int
 
 
 @contextmanager
@@ -116,6 +131,7 @@ def _residuals(
     seq_len: int,
     seed: int,
     per_seq: int | None,
+    first_position: int = 2,
 ) -> Residuals:
     gen = torch.Generator().manual_seed(seed)
     return sample_residuals(
@@ -126,6 +142,24 @@ def _residuals(
         seq_len=seq_len,
         generator=gen,
         positions_per_sequence=per_seq,
+        first_position=first_position,
+    )
+
+
+def _chat_residuals(
+    subject: Gemma3ForCausalLM, tokenizer: PreTrainedTokenizerFast, n: int, seed: int
+) -> Residuals:
+    content = content_token_ids(tokenizer)
+    other = sorted(set(tokenizer.get_vocab().values()) - set(content))  # specials and tags
+    gen = torch.Generator().manual_seed(seed)
+    return sample_chat_residuals(subject, tokenizer, content, other, n_sequences=n, generator=gen)
+
+
+def _concat(*parts: Residuals) -> Residuals:
+    return Residuals(
+        torch.cat([p.vectors for p in parts]),
+        torch.cat([p.tokens for p in parts]),
+        torch.cat([p.positions for p in parts]),
     )
 
 
@@ -139,8 +173,14 @@ def evaluate(
     held: Residuals,
     injection_scale: float,
     mse_scale: float,
+    chat: Residuals,
+    chat_max_new_tokens: int = 12,
 ) -> Quality:
-    """Greedy AV decode -> explanation -> AR -> normalised MSE against the original vectors."""
+    """Greedy AV decode -> explanation -> AR -> normalised MSE against the original vectors
+    on ``held``; termination and accuracy of the AV on every position of ``chat``."""
+    terminated, chat_accuracy = _chat_figures(
+        av, tokenizer, prompt, chat, injection_scale, chat_max_new_tokens
+    )
     texts = greedy_explain(av, tokenizer, prompt, held.vectors, injection_scale)
     explanations = [extract_explanation(t) for t in texts]
     truth = [explanation_for(tokenizer, int(w)) for w in held.tokens.tolist()]
@@ -157,7 +197,34 @@ def evaluate(
         cos=round(cos, 4),
         baseline_var=round(baseline, 4),
         n=len(truth),
+        chat_terminated=round(terminated, 4),
+        chat_accuracy=round(chat_accuracy, 4),
+        chat_max_new_tokens=chat_max_new_tokens,
+        chat_n=len(chat.tokens),
     )
+
+
+def _chat_figures(
+    av: Gemma3ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    prompt: AVPrompt,
+    chat: Residuals,
+    injection_scale: float,
+    max_new_tokens: int,
+) -> tuple[float, float]:
+    """(fraction of decodes closing ``</explanation>``, fraction naming the token exactly)."""
+    texts = greedy_explain(
+        av, tokenizer, prompt, chat.vectors, injection_scale, max_new_tokens=max_new_tokens
+    )
+    truth = [explanation_for(tokenizer, int(w)) for w in chat.tokens.tolist()]
+    closed = ["</explanation>" in t for t in texts]
+    named = [
+        c and extract_explanation(t) == w for t, w, c in zip(texts, truth, closed, strict=True)
+    ]
+    if not all(closed):
+        missed = sorted({w for w, c in zip(truth, closed, strict=True) if not c})
+        log.warning("chat decodes left open for: %s", ", ".join(missed[:10]))
+    return sum(closed) / len(texts), sum(named) / len(texts)
 
 
 def _save_ar(
@@ -191,9 +258,16 @@ def build(out: Path, cfg: BuildConfig | None = None) -> Quality:
         mse_scale = math.sqrt(D_MODEL)
 
         log.info("sampling training residuals")
-        data = _residuals(subject, tokenizer, cfg.train_sequences, cfg.seq_len, cfg.seed + 2, None)
-        injection_scale = round(float(data.vectors.norm(dim=-1).mean()), 2)
-        log.info("%d residuals, injection_scale %.2f", len(data.tokens), injection_scale)
+        content = _residuals(
+            subject, tokenizer, cfg.train_sequences, cfg.seq_len, cfg.seed + 2, None, 1
+        )
+        injection_scale = round(float(content.vectors.norm(dim=-1).mean()), 2)
+        chat = _chat_residuals(subject, tokenizer, cfg.chat_train_sequences, cfg.seed + 4)
+        data = _concat(content, chat)
+        log.info(
+            "%d residuals (%d from chats), injection_scale %.2f",
+            len(data.tokens), len(chat.tokens), injection_scale,
+        )  # fmt: skip
 
         log.info("training the AV")
         av = make_av(subject)
@@ -221,7 +295,11 @@ def build(out: Path, cfg: BuildConfig | None = None) -> Quality:
 
         log.info("measuring the round trip on held-out residuals")
         held = _residuals(subject, tokenizer, cfg.heldout_sequences, cfg.seq_len, cfg.seed + 3, 1)
-        quality = evaluate(av, ar, head, tokenizer, prompt, held, injection_scale, mse_scale)
+        held_chat = _chat_residuals(subject, tokenizer, cfg.chat_heldout_sequences, cfg.seed + 5)
+        quality = evaluate(
+            av, ar, head, tokenizer, prompt, held, injection_scale, mse_scale,
+            held_chat, cfg.chat_max_new_tokens,
+        )  # fmt: skip
     (out / "quality.json").write_text(
         json.dumps(asdict(quality), indent=2) + "\n", encoding="utf-8"
     )

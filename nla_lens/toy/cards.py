@@ -14,17 +14,20 @@ import yaml
 from transformers import PreTrainedTokenizerFast
 
 from .recipe import AVPrompt
+from .subject import MODEL_ID
 from .tokenizer import token_ids
 from .train import TrainConfig
 from .vocab import AR_TEMPLATE, AV_TEMPLATE, INJECTION_CHAR
 
 __all__ = ["BASE_CHECKPOINT", "critic_suffix_ids", "write_card", "write_sidecar"]
 
-BASE_CHECKPOINT = "nla-lens/toy-gemma3-subject"
+BASE_CHECKPOINT = MODEL_ID  # also declared in the subject's config.json (nla_lens_model_id)
 CREATED_BY = "python -m nla_lens.toy build"
 TRAINED_ON = (
     "nla-lens/toy: subject layer-{k} residuals of uniformly random sequences over the toy "
-    "vocabulary (after <bos>, positions >= 2)"
+    "vocabulary (after <bos>, positions >= 1)",
+    "nla-lens/toy: subject layer-{k} residuals at every position (<bos>, chat-template and "
+    "special tokens included) of random chat-formatted conversations",
 )
 
 
@@ -64,7 +67,7 @@ def write_sidecar(
             "critic_suffix_ids": critic_suffix_ids(tokenizer),
         },
         "prompt_templates": {"av": AV_TEMPLATE, "ar": AR_TEMPLATE},
-        "trained_on": [TRAINED_ON.format(k=layer)],
+        "trained_on": [t.format(k=layer) for t in TRAINED_ON],
         "parent_checkpoints": [BASE_CHECKPOINT],
         "created_by": CREATED_BY,
         "training": {
@@ -97,21 +100,27 @@ _Dumper.add_representer(str, _str)
 _CARDS = {
     "subject": (
         "Toy subject model",
-        "A tiny, untrained `Gemma3ForCausalLM` (d_model {d}, {n} layers) over a word-level "
-        "vocabulary. Its embeddings are initialised with std 1.0 so that the token's own "
-        "embedding dominates the residual stream at layer {k}, as token identity does in real LMs.",
+        "A tiny, untrained `Gemma3ForCausalLM` (d_model {d}, {n} layers, 4 heads of dim 32) over "
+        "a word-level vocabulary. Its embeddings are initialised with std 1.0 so that the "
+        "token's own embedding dominates the residual stream at layer {k}, as token identity "
+        "does in real LMs. Its config.json declares `nla_lens_model_id: {m}`, the base model "
+        "the toy AV/AR sidecars name.",
     ),
     "subject_multimodal": (
         "Toy subject model, multimodal layout",
         "The same text weights as `subject/` in Gemma-3's multimodal layout "
         "(`Gemma3ForConditionalGeneration`, as google/gemma-3-12b-it loads), with a tiny "
-        "random SigLIP vision tower. On the same ids its `hidden_states[{k1}]` equals the subject's.",
+        "random SigLIP vision tower. On the same ids its `hidden_states[{k1}]` equals the subject's. "
+        "Its top-level config.json declares `nla_lens_model_id: {m}`.",
     ),
     "av": (
         "Toy NLA activation verbalizer (AV)",
         "Fine-tuned from the toy subject to read one layer-{k} residual injected at the marker "
         "of its prompt and name the token it came from: "
-        "`<explanation> token : WORD </explanation>`.",
+        "`<explanation> token : WORD </explanation>`. Special tokens and tags are named in "
+        "plain words that survive `skip_special_tokens` (`token : start of turn`, "
+        "`token : start of text` for `<bos>`, ...), so every position of a chat-formatted "
+        "prompt gets a short, closed explanation.",
     ),
     "ar": (
         "Toy NLA activation reconstructor (AR)",
@@ -127,7 +136,7 @@ def write_card(directory: Path, name: str, *, d_model: int, n_layers: int, layer
     title, body = _CARDS[name]
     text = (
         f"# {title}\n\n"
-        + body.format(d=d_model, n=n_layers, k=layer, k1=layer + 1)
+        + body.format(d=d_model, n=n_layers, k=layer, k1=layer + 1, m=MODEL_ID)
         + "\n\nThis is a toy for tests and tutorials of `nla_lens`, not a real Natural Language "
         "Autoencoder: it explains nothing about any real model. Built deterministically by "
         "`python -m nla_lens.toy build` (see `nla_lens/toy/`).\n"

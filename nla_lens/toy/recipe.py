@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
 from .tokenizer import token_id, token_ids
-from .vocab import AR_TEMPLATE, AV_TEMPLATE, END_OF_TURN, EXPLANATION_TEMPLATE, INJECTION_CHAR
+from .vocab import (
+    AR_TEMPLATE,
+    AV_TEMPLATE,
+    END_OF_TURN,
+    EXPLANATION_TEMPLATE,
+    INJECTION_CHAR,
+    TOKEN_NAMES,
+)
 
 __all__ = [
     "AVPrompt",
@@ -29,6 +36,7 @@ __all__ = [
     "greedy_explain",
     "inject",
     "mse_nrm",
+    "name_ids",
     "reconstruct",
     "reconstruct_ids",
     "target_ids",
@@ -64,12 +72,24 @@ def av_prompt(tokenizer: PreTrainedTokenizerFast) -> AVPrompt:
     return AVPrompt(tuple(ids), p, marker_id, ids[p - 1], ids[p + 1])
 
 
+def name_ids(tokenizer: PreTrainedTokenizerFast, word_id: int) -> list[int]:
+    """How the explanation names a token: itself, or for a special token or tag the plain
+    words of :data:`~nla_lens.toy.vocab.TOKEN_NAMES` (readable after ``skip_special_tokens``)."""
+    name = TOKEN_NAMES.get(str(tokenizer.convert_ids_to_tokens(word_id)))
+    if name is None:
+        return [word_id]
+    ids = token_ids(tokenizer.encode(name, add_special_tokens=False))
+    if tokenizer.unk_token_id in ids:
+        raise ValueError(f"the name {name!r} has a word outside the toy vocabulary")
+    return ids
+
+
 def target_ids(tokenizer: PreTrainedTokenizerFast, word_id: int) -> list[int]:
     """The AV's training target for a token: the explanation, then ``<end_of_turn>``."""
     head, tail = EXPLANATION_TEMPLATE.split("{word}")
     pre = token_ids(tokenizer.encode(head, add_special_tokens=False))
     post = token_ids(tokenizer.encode(tail, add_special_tokens=False))
-    return [*pre, word_id, *post, token_id(tokenizer, END_OF_TURN)]
+    return [*pre, *name_ids(tokenizer, word_id), *post, token_id(tokenizer, END_OF_TURN)]
 
 
 def extract_explanation(text: str) -> str:

@@ -4,12 +4,17 @@ The subject is a tiny untrained ``Gemma3ForCausalLM``. Its embeddings are
 initialised with std 1.0 so that, after Gemma's sqrt(d) embedding scale, the
 token's own embedding dominates the residual stream at the extraction layer
 (as token identity does in real LMs), instead of being buried under the
-RMS-normed sublayer outputs.
+RMS-normed sublayer outputs. head_dim is 32 (4 heads over d_model 64) because
+vLLM's CPU attention rejects head_dim 16. Its config declares the hub id it
+stands for (``nla_lens_model_id``, the sidecars' ``base_checkpoint``), so
+nla_lens's base-model check accepts the local directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,24 +29,33 @@ from transformers import (
 )
 
 from . import EXTRACTION_LAYER
-from .tokenizer import MODEL_MAX_LENGTH, token_id
+from .tokenizer import MODEL_MAX_LENGTH, token_id, token_ids
 from .vocab import BOI_TOKEN, END_OF_TURN, EOI_TOKEN, IMAGE_TOKEN
 
 __all__ = [
     "D_MODEL",
     "EXTRACTION_LAYER",
+    "MODEL_ID",
+    "MODEL_ID_KEY",
     "NUM_LAYERS",
     "Residuals",
     "build_multimodal",
     "build_subject",
+    "chat_sequence",
     "generation_config",
+    "sample_chat_residuals",
     "sample_residuals",
     "subject_config",
 ]
 
 D_MODEL = 64
 NUM_LAYERS = 4
+HEAD_DIM = 32  # vLLM's CPU attention rejects 16
 EMBED_INIT_STD = 1.0
+#: The hub id the toy subject declares in its config.json (the sidecars' base_checkpoint),
+#: under the key nla_lens's base-model check reads (nla_lens.capture.guards.MODEL_ID_KEY).
+MODEL_ID = "nla-lens/toy-gemma3-subject"
+MODEL_ID_KEY = "nla_lens_model_id"
 
 
 def subject_config(tokenizer: PreTrainedTokenizerFast) -> Gemma3TextConfig:
@@ -53,8 +67,8 @@ def subject_config(tokenizer: PreTrainedTokenizerFast) -> Gemma3TextConfig:
         num_hidden_layers=NUM_LAYERS,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
-        query_pre_attn_scalar=16,
+        head_dim=HEAD_DIM,
+        query_pre_attn_scalar=HEAD_DIM,
         sliding_window=128,
         layer_types=["sliding_attention"] * (NUM_LAYERS - 1) + ["full_attention"],
         max_position_embeddings=MODEL_MAX_LENGTH,
@@ -78,7 +92,9 @@ def generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
 def build_subject(tokenizer: PreTrainedTokenizerFast, seed: int) -> Gemma3ForCausalLM:
     """A randomly initialised subject whose layer-K residual carries token identity."""
     torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(subject_config(tokenizer))
+    config = subject_config(tokenizer)
+    setattr(config, MODEL_ID_KEY, MODEL_ID)
+    model = Gemma3ForCausalLM(config)
     with torch.no_grad():
         model.model.embed_tokens.weight.normal_(0.0, EMBED_INIT_STD)
     model.generation_config = generation_config(tokenizer)
@@ -109,6 +125,7 @@ def build_multimodal(
         image_token_index=token_id(tokenizer, IMAGE_TOKEN),
         tie_word_embeddings=True,
     )
+    setattr(config, MODEL_ID_KEY, MODEL_ID)  # the top-level config is the one a check reads
     model = Gemma3ForConditionalGeneration(config)
     model.model.language_model.load_state_dict(subject.model.state_dict(), strict=True)
     model.tie_weights()
@@ -135,12 +152,13 @@ def sample_residuals(
     seq_len: int,
     generator: torch.Generator,
     positions_per_sequence: int | None = None,
+    first_position: int = 2,
     batch_size: int = 256,
 ) -> Residuals:
     """Run random content sequences (after BOS) through the subject; read ``hidden_states[K+1]``.
 
-    Positions are taken from index 2 on. ``positions_per_sequence=None`` keeps
-    every position >= 2; otherwise that many are drawn per sequence at random.
+    Positions are taken from index ``first_position`` on. ``positions_per_sequence=None``
+    keeps every such position; otherwise that many are drawn per sequence at random.
     """
     vocab = torch.tensor(content_ids)
     vecs: list[Tensor] = []
@@ -154,11 +172,100 @@ def sample_residuals(
             EXTRACTION_LAYER + 1
         ]
         if positions_per_sequence is None:
-            pos = torch.arange(2, seq_len + 1).expand(b, -1)
+            pos = torch.arange(first_position, seq_len + 1).expand(b, -1)
         else:
-            pos = torch.randint(2, seq_len + 1, (b, positions_per_sequence), generator=generator)
+            pos = torch.randint(
+                first_position, seq_len + 1, (b, positions_per_sequence), generator=generator
+            )
         rows = torch.arange(b)[:, None].expand_as(pos)
         vecs.append(hidden[rows, pos].reshape(-1, hidden.shape[-1]).float())
         toks.append(ids[rows, pos].reshape(-1))
         poss.append(pos.reshape(-1))
+    return Residuals(torch.cat(vecs), torch.cat(toks), torch.cat(poss))
+
+
+def _draw(n: int, generator: torch.Generator) -> int:
+    return int(torch.randint(n, (1,), generator=generator))
+
+
+def _chance(p: float, generator: torch.Generator) -> bool:
+    return bool(torch.rand(1, generator=generator) < p)
+
+
+def chat_sequence(
+    tokenizer: PreTrainedTokenizerFast,
+    content_ids: Sequence[int],
+    other_ids: Sequence[int],
+    generator: torch.Generator,
+    *,
+    max_messages: int = 3,
+    max_words: int = 12,
+    p_system: float = 0.25,
+    p_other: float = 0.08,
+    p_eos: float = 0.1,
+) -> list[int]:
+    """One random conversation, tokenized as ``apply_chat_template`` does (one BOS).
+
+    1 to ``max_messages`` alternating user/assistant turns (and a system message
+    with chance ``p_system``) of 1 to ``max_words`` random content tokens, each
+    replaced with chance ``p_other`` by one of ``other_ids`` (special tokens and
+    tags, as a random reply or an unknown word would put there); a generation
+    prompt after a last user turn half the time, and a final ``<eos>`` with
+    chance ``p_eos``.
+    """
+
+    def words() -> str:
+        picked = []
+        for _ in range(1 + _draw(max_words, generator)):
+            pool = other_ids if _chance(p_other, generator) else content_ids
+            picked.append(pool[_draw(len(pool), generator)])
+        return " ".join(str(tokenizer.convert_ids_to_tokens(i)) for i in picked)
+
+    messages: list[dict[str, Any]] = []
+    if _chance(p_system, generator):
+        messages.append({"role": "system", "content": words()})
+    for turn in range(1 + _draw(max_messages, generator)):
+        messages.append({"role": "user" if turn % 2 == 0 else "assistant", "content": words()})
+    prompt = messages[-1]["role"] == "user" and _chance(0.5, generator)
+    ids = token_ids(
+        tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=prompt)
+    )
+    if _chance(p_eos, generator):
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
+@torch.no_grad()
+def sample_chat_residuals(
+    subject: Gemma3ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    content_ids: Sequence[int],
+    other_ids: Sequence[int],
+    *,
+    n_sequences: int,
+    generator: torch.Generator,
+    batch_size: int = 256,
+) -> Residuals:
+    """Layer-K residuals at EVERY position (BOS, chat-template and special tokens
+    included) of random conversations from :func:`chat_sequence`.
+
+    Rows are right-padded (causal attention: padding never reaches a real position).
+    """
+    seqs = [chat_sequence(tokenizer, content_ids, other_ids, generator) for _ in range(n_sequences)]
+    vecs: list[Tensor] = []
+    toks: list[Tensor] = []
+    poss: list[Tensor] = []
+    for start in range(0, n_sequences, batch_size):
+        batch = seqs[start : start + batch_size]
+        lengths = torch.tensor([len(s) for s in batch])
+        ids = torch.full((len(batch), int(lengths.max())), int(tokenizer.pad_token_id))
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+        hidden = subject(input_ids=ids, output_hidden_states=True).hidden_states[
+            EXTRACTION_LAYER + 1
+        ]
+        real = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+        vecs.append(hidden[real].float())
+        toks.append(ids[real])
+        poss.append(torch.arange(ids.shape[1]).expand_as(ids)[real])
     return Residuals(torch.cat(vecs), torch.cat(toks), torch.cat(poss))

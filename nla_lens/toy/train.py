@@ -26,7 +26,7 @@ from .recipe import (
     reconstruct_ids,
     target_ids,
 )
-from .subject import EXTRACTION_LAYER, Residuals
+from .subject import EXTRACTION_LAYER, MODEL_ID_KEY, Residuals
 
 __all__ = ["TrainConfig", "explanation_for", "make_ar", "make_av", "train_ar", "train_av"]
 
@@ -68,8 +68,12 @@ def explanation_for(tokenizer: PreTrainedTokenizerFast, word_id: int) -> str:
 
 
 def make_av(subject: Gemma3ForCausalLM) -> Gemma3ForCausalLM:
-    """The AV starts as a copy of the subject (\"fine-tuned from the subject\")."""
-    return copy.deepcopy(subject).train()
+    """The AV starts as a copy of the subject (\"fine-tuned from the subject\"), minus the
+    subject's declared hub id (the AV is not the subject)."""
+    av = copy.deepcopy(subject)
+    if hasattr(av.config, MODEL_ID_KEY):
+        delattr(av.config, MODEL_ID_KEY)
+    return av.train()
 
 
 def make_ar(subject: Gemma3ForCausalLM, seed: int) -> tuple[Gemma3ForCausalLM, nn.Linear]:
@@ -77,6 +81,7 @@ def make_ar(subject: Gemma3ForCausalLM, seed: int) -> tuple[Gemma3ForCausalLM, n
     n = EXTRACTION_LAYER + 1
     cfg_dict = subject.config.to_dict()
     cfg_dict.update(num_hidden_layers=n, layer_types=list(subject.config.layer_types or [])[:n])
+    cfg_dict.pop(MODEL_ID_KEY, None)  # the AR is not the subject
     cfg = Gemma3TextConfig.from_dict(cfg_dict)
     ar = Gemma3ForCausalLM(cfg)
     state = {
@@ -110,6 +115,15 @@ def _forward_shared_prefix(model: Gemma3ForCausalLM, embeds: Tensor, n_shared: i
     return out.last_hidden_state
 
 
+def _padded_targets(tokenizer: PreTrainedTokenizerFast, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row AV targets, right-padded: (input ids with ``<pad>``, labels with -100)."""
+    table = {t: target_ids(tokenizer, t) for t in sorted(set(tokens.tolist()))}
+    width = max(len(ids) for ids in table.values())
+    rows = {t: [*ids, *[-100] * (width - len(ids))] for t, ids in table.items()}
+    labels = torch.tensor([rows[int(t)] for t in tokens.tolist()])
+    return labels.masked_fill(labels == -100, int(tokenizer.pad_token_id)), labels
+
+
 def train_av(
     av: Gemma3ForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -118,38 +132,41 @@ def train_av(
     injection_scale: float,
     cfg: TrainConfig,
 ) -> float:
-    """Teacher-forced SFT; loss on the target tokens only. Returns the final word accuracy."""
+    """Teacher-forced SFT; loss on the target tokens only (names of 1 to 3 words, so
+    the targets are right-padded and the padding ignored). Returns the final running
+    accuracy (whole target right)."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    targets = torch.tensor([target_ids(tokenizer, int(t)) for t in data.tokens.tolist()])
-    n_prompt, n_target = len(prompt.ids), targets.shape[1]
-    word_col = n_target - 3  # ... WORD </explanation> <end_of_turn>
+    inputs, labels = _padded_targets(tokenizer, data.tokens)
+    n_prompt = len(prompt.ids)
     opt, sched = _optimizer(list(av.parameters()), cfg)
     embed = av.get_input_embeddings()
     acc = 0.0
     bar = tqdm(range(cfg.steps), desc="AV SFT", leave=False)
     for step in bar:
         idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        tgt = targets[idx]
+        tgt = labels[idx]
         embeds = torch.cat(
-            [inject(av, prompt, data.vectors[idx], injection_scale), embed(tgt[:, :-1])], dim=1
+            [inject(av, prompt, data.vectors[idx], injection_scale), embed(inputs[idx, :-1])],
+            dim=1,
         )
         hidden = _forward_shared_prefix(av, embeds, prompt.position)[
             :, n_prompt - 1 - prompt.position :
         ]
         logits = av.lm_head(hidden)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(av.parameters(), 1.0)
         opt.step()
         sched.step()
-        acc = 0.9 * acc + 0.1 * float(
-            (logits[:, word_col].argmax(-1) == tgt[:, word_col]).float().mean()
-        )
+        right = (logits.argmax(-1) == tgt) | (tgt == -100)
+        acc = 0.9 * acc + 0.1 * float(right.all(-1).float().mean())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
             log.debug("AV step %d loss %.4f acc %.3f", step, loss.item(), acc)
-    log.info("AV SFT done: %d steps, running word accuracy %.3f", cfg.steps, acc)
+    log.info("AV SFT done: %d steps, running accuracy %.3f", cfg.steps, acc)
     return acc
 
 

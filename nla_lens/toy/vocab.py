@@ -26,6 +26,7 @@ __all__ = [
     "PUNCTUATION",
     "SPECIAL_TOKENS",
     "START_OF_TURN",
+    "TOKEN_NAMES",
     "UNK_TOKEN",
     "base_vocabulary",
 ]
@@ -82,6 +83,31 @@ AR_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summar
 # What the AV is trained to emit (the assistant turn, before <end_of_turn>).
 EXPLANATION_TEMPLATE = "<explanation> token: {word} </explanation>"
 
+# How the AV names a token that is not an ordinary word: special tokens vanish under
+# ``decode(skip_special_tokens=True)`` and the tags would nest inside the explanation,
+# so these are named with plain words (``token : start of turn``). Every other token
+# is named by itself (``token : cat``). Every name has two words or more, so no name
+# is also an ordinary token's.
+TOKEN_NAMES: dict[str, str] = {
+    PAD_TOKEN: "empty padding",
+    EOS_TOKEN: "end of text",
+    BOS_TOKEN: "start of text",
+    UNK_TOKEN: "unknown word",
+    START_OF_TURN: "start of turn",
+    END_OF_TURN: "end of turn",
+    BOI_TOKEN: "start of image",
+    EOI_TOKEN: "end of image",
+    IMAGE_TOKEN: "image part",
+    INJECTION_CHAR: "injection marker",
+    "<concept>": "open concept",
+    "</concept>": "close concept",
+    "<explanation>": "open explanation",
+    "</explanation>": "close explanation",
+    "<text>": "open text",
+    "</text>": "close text",
+    "<summary>": "open summary",
+}
+
 PUNCTUATION: tuple[str, ...] = tuple(".,:;!?-'\"()")
 DIGITS: tuple[str, ...] = tuple("0123456789")
 
@@ -134,6 +160,10 @@ def _template_words() -> list[str]:
 
 
 def base_vocabulary() -> list[str]:
-    """The ordinary (non-added) vocabulary: punctuation, digits, then words, de-duplicated."""
-    words = [*CONTENT_WORDS, *_template_words()]
+    """The ordinary (non-added) vocabulary: punctuation, digits, then words, de-duplicated.
+
+    The words of :data:`TOKEN_NAMES` come last, so adding them kept every earlier id.
+    """
+    names = " ".join(TOKEN_NAMES.values()).split()
+    words = [*CONTENT_WORDS, *_template_words(), *names]
     return list(dict.fromkeys([*PUNCTUATION, *DIGITS, *words]))
