@@ -7,4 +7,5 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[all,test]"
+# constraints.txt pins the versions the suite was verified with (pip freeze of a passing run).
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[all,test]"
