@@ -210,10 +210,47 @@ def test_weights_are_float32(toy):
 
 def test_quality_json(toy):
     q = json.loads((toy.av.parent / "quality.json").read_text())
-    assert set(q) == {"accuracy", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n"}
+    assert set(q) == {
+        "accuracy", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n",
+        "chat_terminated", "chat_accuracy", "chat_max_new_tokens", "chat_n",
+    }  # fmt: skip
     assert q["accuracy"] >= 0.8 and q["fve_nrm"] >= 0.5 and q["n"] >= 500
     assert 0 < q["baseline_var"] <= 4
     assert q["fve_nrm"] == pytest.approx(1 - q["mse_nrm"] / q["baseline_var"], abs=2e-3)
+    # Every position of chat-formatted prompts (template and special tokens included).
+    assert q["chat_terminated"] >= 0.99 and q["chat_max_new_tokens"] <= 12
+    assert q["chat_accuracy"] >= 0.8 and q["chat_n"] >= 500
+
+
+def test_attention_shape_servable_by_vllm(toy):
+    """vLLM's CPU attention rejects head_dim 16: the toy uses 4 heads of 32 over d_model 64."""
+    for name in ("subject", "av", "ar"):
+        cfg = AutoConfig.from_pretrained(str(getattr(toy, name)))
+        assert (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim) == (D, 4, 32), name
+        assert cfg.query_pre_attn_scalar == 32
+    mm = AutoConfig.from_pretrained(str(toy.subject_multimodal))
+    assert mm.text_config.head_dim == 32
+
+
+def test_subject_declares_its_hub_id(toy, nla):
+    """config.json carries nla_lens_model_id = the sidecars' base_checkpoint, so the library's
+    base-model check accepts the local toy subject in both layouts, silently."""
+    import warnings
+
+    from nla_lens.capture.guards import MODEL_ID_KEY
+
+    base = _meta(toy.av)["base_checkpoint"]
+    assert nla.base_model == base
+    for name in ("subject", "subject_multimodal"):
+        assert getattr(AutoConfig.from_pretrained(str(getattr(toy, name))), MODEL_ID_KEY) == base
+    for name in ("av", "ar"):  # the AV and AR are not the subject
+        assert not hasattr(AutoConfig.from_pretrained(str(getattr(toy, name))), MODEL_ID_KEY)
+    plain = AutoModelForCausalLM.from_pretrained(str(toy.subject))
+    mm = AutoModelForImageTextToText.from_pretrained(str(toy.subject_multimodal))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nla.check_subject(plain)
+        nla.check_subject(mm)
 
 
 def test_av_names_the_token(toy, tok):
@@ -239,6 +276,34 @@ def test_av_names_the_token(toy, tok):
     words = [tok.convert_ids_to_tokens(int(i)) for i in ids[torch.arange(16), pos]]
     hits = sum(extract_explanation(t) == f"token : {w}" for t, w in zip(texts, words, strict=True))
     assert hits >= 13, list(zip(texts, words, strict=True))
+
+
+def test_av_closes_on_chat_template_tokens(toy, tok):
+    """Every position of a chat-formatted prompt (<bos>, <start_of_turn>, role words,
+    <end_of_turn>, an unknown word) gets a short, closed explanation naming the token in
+    words that survive skip_special_tokens; no decode runs to the token cap."""
+    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
+    from nla_lens.toy.vocab import TOKEN_NAMES
+
+    subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
+    av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
+    scale = _meta(toy.av)["extraction"]["injection_scale"]
+    chat = [
+        {"role": "user", "content": "the cat went to the old house"},
+        {"role": "assistant", "content": "it is a big house xyzzy"},  # xyzzy -> <unk>
+        {"role": "user", "content": "where is it ?"},
+    ]
+    ids = _ids(tok.apply_chat_template(chat, tokenize=True, add_generation_prompt=True))
+    assert tok.unk_token_id in ids
+    with torch.inference_mode():
+        hs = subject(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    texts = greedy_explain(av, tok, av_prompt(tok), hs[K + 1][0], scale, max_new_tokens=12)
+    tokens = tok.convert_ids_to_tokens(ids)
+    expected = [f"token : {TOKEN_NAMES.get(t, t)}" for t in tokens]
+    assert all("</explanation>" in t for t in texts), list(zip(tokens, texts, strict=True))
+    got = [extract_explanation(t) for t in texts]
+    assert got == expected
+    assert got[0] == "token : start of text" and got[1] == "token : start of turn"
 
 
 @pytest.mark.slow

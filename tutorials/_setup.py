@@ -43,11 +43,6 @@ if not IN_NOTEBOOK:  # scripts draw off-screen, into files
     import matplotlib
 
     matplotlib.use("Agg")
-if not REAL:
-    # The toy subject is loaded from a directory whose name differs from the toy pair's
-    # base_checkpoint, so nla_lens cannot confirm by name that it is the pair's subject
-    # and warns on every capture. It is the right subject: silence exactly that warning.
-    warnings.filterwarnings("ignore", message=r"(?s)the subject model was loaded from .*nla-lens/toy-gemma3-subject")
 
 #: The released pair the tutorials switch to with NLA_LENS_REAL=1.
 REAL_PAIR = RELEASED_PAIRS["gemma3-12b-L32"]
@@ -69,9 +64,7 @@ CLEAN_WORD, CORRUPT_WORD = "cat", "horse"
 CHAT = [{"role": "user", "content": "where does the queen live ? in a big white house near the river ."}]
 
 #: A cap on explanation length. The released AVs write 2-3 snippets (trained with
-#: 200 new tokens). The toy AV writes ~6 tokens, but on a chat-template token such
-#: as <start_of_turn> (never in its training data) it repeats that token until the
-#: cap, so a short cap keeps toy transcripts fast.
+#: 200 new tokens); the toy AV writes ~6 tokens.
 MAX_NEW_TOKENS = 200 if REAL else 32
 
 Framework = Literal["hf", "transformer_lens", "nnsight"]

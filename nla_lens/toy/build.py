@@ -51,10 +51,10 @@ class BuildConfig:
     chat_heldout_sequences: int = 128
     chat_max_new_tokens: int = 12
     av: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=600, batch_size=64, lr=2e-3, seed=11)
+        default_factory=lambda: TrainConfig(steps=800, batch_size=64, lr=2e-3, seed=11)
     )
     ar: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=500, batch_size=64, lr=3e-3, seed=12)
+        default_factory=lambda: TrainConfig(steps=700, batch_size=64, lr=3e-3, seed=12)
     )
 
 

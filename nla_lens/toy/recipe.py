@@ -122,8 +122,8 @@ def greedy_explain(
     max_new_tokens: int = 12,
     batch_size: int = 256,
 ) -> list[str]:
-    """Greedy AV decodes (no KV cache; the toy is tiny), decoded with special tokens skipped."""
-    stop = {tokenizer.eos_token_id, token_id(tokenizer, END_OF_TURN)}
+    """Greedy AV decodes (KV-cached), decoded with special tokens skipped."""
+    stop = torch.tensor(sorted({tokenizer.eos_token_id, token_id(tokenizer, END_OF_TURN)}))
     texts: list[str] = []
     embed = av.get_input_embeddings()
     for start in range(0, vectors.shape[0], batch_size):
@@ -131,16 +131,21 @@ def greedy_explain(
         b = embeds.shape[0]
         out = torch.empty(b, 0, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
+        step = av(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         for _ in range(max_new_tokens):
-            logits = av(inputs_embeds=embeds, logits_to_keep=1).logits[:, -1]
-            nxt = logits.argmax(-1)
+            nxt = step.logits[:, -1].argmax(-1)
             out = torch.cat([out, nxt[:, None]], dim=1)
-            done |= torch.tensor([int(t) in stop for t in nxt])
+            done |= torch.isin(nxt, stop)
             if bool(done.all()):
                 break
-            embeds = torch.cat([embeds, embed(nxt[:, None])], dim=1)
+            step = av(
+                inputs_embeds=embed(nxt[:, None]),
+                past_key_values=step.past_key_values,
+                use_cache=True,
+            )
+        stops = set(stop.tolist())
         for row in out.tolist():
-            cut = next((i for i, t in enumerate(row) if t in stop), len(row) - 1)
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row) - 1)
             texts.append(str(tokenizer.decode(row[: cut + 1], skip_special_tokens=True)))
     return texts
 

@@ -201,7 +201,7 @@ def chat_sequence(
     max_messages: int = 3,
     max_words: int = 12,
     p_system: float = 0.25,
-    p_other: float = 0.08,
+    p_other: float = 0.15,
     p_eos: float = 0.1,
 ) -> list[int]:
     """One random conversation, tokenized as ``apply_chat_template`` does (one BOS).

@@ -33,7 +33,8 @@ def test_subject_info_all_frameworks(hf_model, bridge, nns_model, subject_dirs, 
     n_layers = hf_model.config.get_text_config().num_hidden_layers
     for info in infos.values():
         assert (info.d_model, info.n_layers) == (d_model, n_layers)
-        assert info.name_or_path.rstrip("/").endswith(subject_dirs[layout].name)
+        declared = getattr(hf_model.config, "nla_lens_model_id", None)  # the toy subject declares its hub id
+        assert info.name_or_path == declared or info.name_or_path.rstrip("/").endswith(subject_dirs[layout].name)
 
 
 def test_check_subject_passes_and_catches_mismatch(hf_model, bridge, nns_model):
@@ -98,6 +99,7 @@ def test_positions_out_of_range(hf_model, tokenizer, bridge):
 )
 def test_base_model_name_check(hf_model, name, outcome):
     d_model = hf_model.config.get_text_config().hidden_size
+    hf_model.config.__dict__.pop("nla_lens_model_id", None)  # the toy subject declares its id
     hf_model.config._name_or_path = name
     kwargs = dict(d_model=d_model, layer=1, base_model=BASE)
     if outcome == "raise":

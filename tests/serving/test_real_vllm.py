@@ -5,12 +5,12 @@ vLLM pins its own torch/transformers, so it lives in a separate venv,
 from prompt embeddings must equal local in-process decoding of the same
 embeddings.
 
-The served model is a tiny random Gemma-3 with head_dim 32, dressed as the toy
-AV (its sidecar and tokenizer) when the toy is built: vLLM's CPU attention
-supports head sizes 32, 64, 80, ... 512 and rejects the toy AV's 16
-("Unsupported CPU attention configuration: head_dim=16"; the server even
-answers with wrong text instead of an error), so the toy AV itself cannot be
-served here. Gemma-3-12B's head_dim 256 is supported.
+The served model is the toy AV itself (head_dim 32). vLLM's CPU attention
+supports head sizes 32, 64, 80, ... 512 and rejects 16 ("Unsupported CPU
+attention configuration: head_dim=16"; the server even answers with wrong text
+instead of an error); a toy built with a smaller head size is replaced by a
+head_dim-32 random stand-in dressed as the toy AV. Gemma-3-12B's head_dim 256
+is supported.
 """
 
 from __future__ import annotations
