@@ -19,17 +19,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .arch import text_config, text_model
-from .errors import MissingValueHeadError, RoleMismatchError, SidecarError, VectorError
-from .loading import (
-    CheckpointSource,
-    check_hidden_size,
-    default_device,
-    default_dtype,
-    read_config,
-    resolve_checkpoint,
-)
+from .checkpoint import open_checkpoint, role_mismatch
+from .errors import MissingValueHeadError, SidecarError, VectorError
+from .loading import CheckpointSource
 from .metrics import Scores, score_vectors
-from .sidecar import NLAMeta, load_sidecar, verify_tokenizer
+from .sidecar import NLAMeta, verify_tokenizer
 from .vectors import as_vector_batch
 
 __all__ = ["Reconstructor"]
@@ -50,10 +44,7 @@ class Reconstructor:
         source: CheckpointSource | None = None,
     ) -> None:
         if meta.role != "ar":
-            raise RoleMismatchError(
-                f"{meta.source} is an AV (verbalizer) checkpoint, but Reconstructor needs an AR. "
-                "Did you swap the AV and AR?"
-            )
+            raise role_mismatch(meta, "ar", "Reconstructor")
         if meta.ar_template is None:
             raise SidecarError(f"{meta.source}: AR sidecar has no prompt_templates.ar.")
         verify_tokenizer(meta, tokenizer)
@@ -80,29 +71,23 @@ class Reconstructor:
         """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
-        meta = load_sidecar(source.path, strict=strict_sidecar)
-        if meta.role != "ar":
-            raise RoleMismatchError(
-                f"{source.name} is an AV (verbalizer) checkpoint (role='av'), but an AR is needed here. "
-                "Did you swap the AV and AR? e.g. NLA.from_pretrained(av='...-av', ar='...-ar')."
-            )
+        ck = open_checkpoint(
+            name_or_path, "ar", "Reconstructor", device=device, dtype=dtype, revision=revision, token=token,
+            cache_dir=cache_dir, strict_sidecar=strict_sidecar,
+        )
+        source, meta, config, dev, dt = ck.source, ck.meta, ck.config, ck.device, ck.dtype
         head_path = source.path / VALUE_HEAD
         if not head_path.is_file():
             raise MissingValueHeadError(
                 f"{source.name} has no {VALUE_HEAD}: an NLA AR ships its trained value head beside the "
                 "backbone, and it cannot be derived from it. Re-download the full checkpoint."
             )
-        config = read_config(source.path)
-        check_hidden_size(source.path, config, meta.d_model)
         n_layers = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
         if meta.layer is not None and n_layers is not None and n_layers != meta.layer + 1:
             raise SidecarError(
                 f"{source.name}: config.json has num_hidden_layers={n_layers}, but an AR for layer "
                 f"K={meta.layer} must have K+1={meta.layer + 1} blocks. Wrong config or sidecar."
             )
-        dev = torch.device(device) if device is not None else default_device()
-        dt = dtype or default_dtype(dev)
         tokenizer = AutoTokenizer.from_pretrained(str(source.path))
         full = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
         backbone = text_model(full)

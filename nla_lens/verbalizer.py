@@ -21,31 +21,17 @@ from tqdm.auto import tqdm
 from .arch import text_only_lm
 from .backends.base import GenerationBackend, GenerationOutput, SamplingParams
 from .backends.local import LocalBackend
-from .errors import IncompleteResultsError, InjectionError, RoleMismatchError, VectorError
+from .checkpoint import open_checkpoint, role_mismatch
+from .errors import IncompleteResultsError, InjectionError, VectorError
 from .explanation import EXPLANATION_CLOSE, Explanation, extract_explanation
-from .loading import (
-    CheckpointSource,
-    check_hidden_size,
-    default_device,
-    default_dtype,
-    read_config,
-    resolve_checkpoint,
-)
+from .loading import CheckpointSource
 from .metrics import normalize
-from .sidecar import NLAMeta, av_prompt_ids, load_sidecar, verify_tokenizer
+from .sidecar import NLAMeta, av_prompt_ids, verify_tokenizer
 from .vectors import as_vector_batch
 
 __all__ = ["Verbalizer"]
 
 Embedder = Callable[[Tensor], Tensor]
-
-
-def _role_error(meta: NLAMeta, want: str, cls: str) -> RoleMismatchError:
-    other = "AR (reconstructor)" if meta.role == "ar" else "AV (verbalizer)"
-    return RoleMismatchError(
-        f"{meta.source} is an {other} checkpoint (role={meta.role!r}), but {cls} needs an {want}. "
-        "Did you swap the AV and AR? e.g. NLA.from_pretrained(av='...-av', ar='...-ar')."
-    )
 
 
 class Verbalizer:
@@ -68,7 +54,7 @@ class Verbalizer:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if meta.role != "av":
-            raise _role_error(meta, "AV (verbalizer)", "Verbalizer")
+            raise role_mismatch(meta, "av", "Verbalizer")
         self.meta = meta
         self.tokenizer = tokenizer
         self.embedder = embedder
@@ -100,14 +86,12 @@ class Verbalizer:
         """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
-        meta = load_sidecar(source.path, strict=strict_sidecar)
-        if meta.role != "av":
-            raise _role_error(meta, "AV (verbalizer)", "Verbalizer")
-        check_hidden_size(source.path, read_config(source.path), meta.d_model)
+        ck = open_checkpoint(
+            name_or_path, "av", "Verbalizer", device=device, dtype=dtype, revision=revision, token=token,
+            cache_dir=cache_dir, strict_sidecar=strict_sidecar,
+        )
+        source, meta, dev, dt = ck.source, ck.meta, ck.device, ck.dtype
         tokenizer = AutoTokenizer.from_pretrained(str(source.path))
-        dev = torch.device(device) if device is not None else default_device()
-        dt = dtype or default_dtype(dev)
         model: Any = None
         embedder: Embedder
         if backend is None:

@@ -94,6 +94,7 @@ class HTTPBackend:
         retries: int = 5,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        skip_special_tokens: bool = True,
         headers: dict[str, str] | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
@@ -111,6 +112,7 @@ class HTTPBackend:
         self.retries = retries
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.skip_special_tokens = skip_special_tokens
         self.headers = dict(headers or {})
 
     # ---- to implement --------------------------------------------------------

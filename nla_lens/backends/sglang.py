@@ -38,29 +38,6 @@ class SGLangBackend(HTTPBackend):
     name = "sglang"
     path = "/generate"
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_in_flight: int = 32,
-        timeout: float = 300.0,
-        retries: int = 5,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        skip_special_tokens: bool = True,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            max_in_flight=max_in_flight,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            headers=headers,
-        )
-        self.skip_special_tokens = skip_special_tokens
-
     def _body(self, embeds: Tensor, params: SamplingParams, index: int) -> dict[str, Any]:
         sampling: dict[str, Any] = {
             "temperature": float(params.temperature),

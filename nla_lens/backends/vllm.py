@@ -56,30 +56,11 @@ class VLLMServerBackend(HTTPBackend):
     name = "vllm"
     path = "/v1/completions"
 
-    def __init__(
-        self,
-        url: str,
-        model: str | None = None,
-        *,
-        max_in_flight: int = 32,
-        timeout: float = 300.0,
-        retries: int = 5,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        skip_special_tokens: bool = True,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            max_in_flight=max_in_flight,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            headers=headers,
-        )
+    def __init__(self, url: str, model: str | None = None, **options: Any) -> None:
+        """``options``: the shared client settings of :class:`HTTPBackend` (max_in_flight,
+        timeout, retries, backoff, max_backoff, skip_special_tokens, headers)."""
+        super().__init__(url, **options)
         self.model = model
-        self.skip_special_tokens = skip_special_tokens
 
     def _body(self, embeds: Tensor, params: SamplingParams, index: int) -> dict[str, Any]:
         body: dict[str, Any] = {
