@@ -194,11 +194,21 @@ def test_cli_explain(tmp_path, toy, vectors, capsys) -> None:
 
 @pytest.mark.slow
 def test_kill_9_then_resume(tmp_path, toy, toy_residuals) -> None:
-    """SIGKILL the CLI mid-run, run the same command again: it finishes, equal to an uninterrupted run."""
-    vectors = toy_residuals[0][:48].numpy()
+    """SIGKILL the CLI in the middle of a 300-row job, run the same command again: it finishes
+    with 300 distinct rows, identical to an uninterrupted run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(toy.subject))
+    subject = AutoModelForCausalLM.from_pretrained(str(toy.subject), dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(300)
+    ids = torch.randint(20, len(tok), (25, 13), generator=g)
+    ids[:, 0] = tok.bos_token_id
+    with torch.inference_mode():
+        hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[3]
+    vectors = hs[:, 1:].reshape(300, -1).numpy()  # 300 real layer-K residuals
     src = tmp_path / "in.npy"
     np.save(src, vectors)
-    args = ["--av", str(toy.av), "--ar", str(toy.ar), "--batch-size", "4", "--max-new-tokens", "24",
+    args = ["--av", str(toy.av), "--ar", str(toy.ar), "--batch-size", "20", "--max-new-tokens", "24",
             "--temperature", "1.0", "--seed", "3", "--no-progress", "--device", "cpu"]  # fmt: skip
     cmd = [sys.executable, "-m", "nla_lens.cli", "explain", str(src)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -229,7 +239,8 @@ def test_kill_9_then_resume(tmp_path, toy, toy_residuals) -> None:
     full = tmp_path / "full.parquet"
     subprocess.run([*cmd, "--output", str(full), *args], env=env, check=True, timeout=300)
     a, b = rows(out), rows(full)
-    assert len(a) == 48 and [r["row"] for r in a] == list(range(48))
+    assert len(a) == 300 and [r["row"] for r in a] == list(range(300))
+    assert len({r["row"] for r in a}) == 300
     assert a == b
 
 
