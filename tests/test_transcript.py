@@ -91,3 +91,28 @@ def test_any_vector_directions(nla, toy_residuals):
     diff_of_means = vectors[same].mean(0) - vectors.mean(0)
     tiny, huge = nla.explain(torch.stack([diff_of_means * 1e-3, diff_of_means * 1e3]), max_new_tokens=20)
     assert tiny.text == huge.text
+
+
+def test_mismatched_subject_refused_before_any_generation(nla, subject):
+    """Wrong d_model or a layer out of range: SubjectMismatchError before the AV runs."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from nla_lens import SubjectMismatchError
+
+    model, tok = subject
+    calls = []
+    real = nla.av.backend.generate
+    nla.av.backend.generate = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        small = dict(intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=len(tok))
+        wide = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=32, num_hidden_layers=4, **small)).eval()
+        with pytest.raises(SubjectMismatchError, match="d_model"):
+            nla.transcript(wide, "cat", tokenizer=tok)
+        shallow = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=64, num_hidden_layers=2, **small)).eval()
+        with pytest.raises(SubjectMismatchError, match="layer 2"):
+            nla.explain_run(shallow, "cat", tokenizer=tok)
+        with pytest.raises(SubjectMismatchError):
+            nla.capture(shallow, "cat", tokenizer=tok)
+    finally:
+        del nla.av.backend.generate
+    assert calls == []
