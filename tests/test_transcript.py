@@ -99,7 +99,7 @@ def test_mismatched_subject_refused_before_any_generation(nla, subject):
 
     from nla_lens import SubjectMismatchError
 
-    model, tok = subject
+    _, tok = subject
     calls = []
     real = nla.av.backend.generate
     nla.av.backend.generate = lambda *a, **k: calls.append(1) or real(*a, **k)
