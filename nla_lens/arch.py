@@ -54,8 +54,12 @@ _GEMMA3 = ArchSpec(
     embed_scaled=True,
     text_lm_class="Gemma3ForCausalLM",
 )
-_QWEN2 = ArchSpec(family="qwen2", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False)
-_LLAMA = ArchSpec(family="llama", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False)
+_QWEN2 = ArchSpec(
+    family="qwen2", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False
+)
+_LLAMA = ArchSpec(
+    family="llama", text_model_path="model", multimodal_text_model_path=None, embed_scaled=False
+)
 
 #: model_type (of the top-level or the text config) -> spec.
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -78,7 +82,10 @@ def is_multimodal(config: Any) -> bool:
 
 def arch_for(config: Any) -> ArchSpec:
     """The :class:`ArchSpec` for a Hugging Face config, or a clear error."""
-    for model_type in (getattr(config, "model_type", None), getattr(text_config(config), "model_type", None)):
+    for model_type in (
+        getattr(config, "model_type", None),
+        getattr(text_config(config), "model_type", None),
+    ):
         if model_type in ARCHITECTURES:
             return ARCHITECTURES[model_type]
     found = getattr(config, "model_type", None)
@@ -111,7 +118,9 @@ def text_model(model: nn.Module) -> nn.Module:
             f"{type(model).__name__} has no `.config`; pass a Hugging Face transformers model."
         )
     spec = arch_for(config)
-    if hasattr(model, spec.layers_attr) and isinstance(getattr(model, spec.layers_attr), nn.ModuleList):
+    if hasattr(model, spec.layers_attr) and isinstance(
+        getattr(model, spec.layers_attr), nn.ModuleList
+    ):
         return model
     path = spec.multimodal_text_model_path if is_multimodal(config) else spec.text_model_path
     if path is None:
@@ -132,14 +141,18 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     spec = arch_for(model.config)
     layers = getattr(text_model(model), spec.layers_attr)
     if not isinstance(layers, nn.ModuleList):
-        raise UnsupportedArchitectureError(f"{type(model).__name__}: `{spec.layers_attr}` is not a ModuleList")
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__}: `{spec.layers_attr}` is not a ModuleList"
+        )
     return layers
 
 
 def layers_module_path(model: nn.Module) -> str:
     """Dotted path from ``model`` to its decoder ``ModuleList`` (for nnsight envoys)."""
     spec = arch_for(model.config)
-    if hasattr(model, spec.layers_attr) and isinstance(getattr(model, spec.layers_attr), nn.ModuleList):
+    if hasattr(model, spec.layers_attr) and isinstance(
+        getattr(model, spec.layers_attr), nn.ModuleList
+    ):
         return spec.layers_attr
     path = spec.multimodal_text_model_path if is_multimodal(model.config) else spec.text_model_path
     return f"{path}.{spec.layers_attr}"
@@ -161,7 +174,9 @@ def text_only_lm(model: nn.Module) -> nn.Module:
         return model
     spec = arch_for(config)
     if spec.text_lm_class is None or spec.multimodal_text_model_path is None:
-        raise UnsupportedArchitectureError(f"{type(model).__name__}: no text-only LM known for {spec.family!r}.")
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__}: no text-only LM known for {spec.family!r}."
+        )
     cls = getattr(transformers, spec.text_lm_class)
     with torch.device("meta"):
         view = cls(text_config(config))
@@ -170,5 +185,7 @@ def text_only_lm(model: nn.Module) -> nn.Module:
     view.generation_config = model.generation_config
     leftover = [n for n, p in view.named_parameters() if p.is_meta]
     if leftover:
-        raise UnsupportedArchitectureError(f"text-only view of {type(model).__name__} left {leftover} unset.")
+        raise UnsupportedArchitectureError(
+            f"text-only view of {type(model).__name__} left {leftover} unset."
+        )
     return view.eval()

@@ -14,7 +14,8 @@ _COMMANDS = ("demo", "transcript", "explain")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nla-lens", description="Read residual-stream activations with Natural Language Autoencoders."
+        prog="nla-lens",
+        description="Read residual-stream activations with Natural Language Autoencoders.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:

@@ -68,6 +68,7 @@ def merge_edits(edits: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if "intervene" in edit:
             intervenes.append(edit["intervene"])
     if intervenes:
+
         def intervene(model: Any) -> None:
             for f in intervenes:
                 f(model)

@@ -78,14 +78,18 @@ def resolve_checkpoint(
         return CheckpointSource(path=path.resolve())
     name = str(name_or_path)
     if path.exists():
-        raise CheckpointNotFoundError(f"{name!r} is a file; pass the checkpoint directory that holds it.")
+        raise CheckpointNotFoundError(
+            f"{name!r} is a file; pass the checkpoint directory that holds it."
+        )
     if not _HUB_ID.match(name):
         raise CheckpointNotFoundError(
             f"checkpoint {name!r} not found: no such directory, and it is not a Hugging Face id "
             "(owner/name, e.g. kitft/nla-gemma3-12b-L32-av). For the offline toy pair use "
             "nla_lens.toy.checkpoints()."
         )
-    return _download(name, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+    return _download(
+        name, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
+    )
 
 
 def _download(
@@ -145,7 +149,9 @@ def read_config(path: Path) -> dict[str, Any]:
     """config.json as a dict (for cheap checks before loading weights)."""
     cfg = path / "config.json"
     if not cfg.is_file():
-        raise CheckpointNotFoundError(f"{path}: no config.json; not a Hugging Face checkpoint directory.")
+        raise CheckpointNotFoundError(
+            f"{path}: no config.json; not a Hugging Face checkpoint directory."
+        )
     data: dict[str, Any] = json.loads(cfg.read_text())
     return data
 

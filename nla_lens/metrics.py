@@ -37,10 +37,18 @@ class Baseline:
 
 #: Var(v_n) on each released pair's training distribution (NLA_CONTRACT.md), keyed by AV hub id.
 PUBLISHED_BASELINES: dict[str, Baseline] = {
-    "kitft/nla-gemma3-12b-L32-av": Baseline(0.0302, "published: Gemma-3-12B L32 training distribution"),
-    "kitft/nla-gemma3-27b-L41-av": Baseline(0.0579, "published: Gemma-3-27B L41 training distribution"),
-    "kitft/nla-qwen2.5-7b-L20-av": Baseline(0.7335, "published: Qwen2.5-7B L20 training distribution"),
-    "kitft/Llama-3.3-70B-NLA-L53-av": Baseline(0.9169, "published: Llama-3.3-70B L53 training distribution"),
+    "kitft/nla-gemma3-12b-L32-av": Baseline(
+        0.0302, "published: Gemma-3-12B L32 training distribution"
+    ),
+    "kitft/nla-gemma3-27b-L41-av": Baseline(
+        0.0579, "published: Gemma-3-27B L41 training distribution"
+    ),
+    "kitft/nla-qwen2.5-7b-L20-av": Baseline(
+        0.7335, "published: Qwen2.5-7B L20 training distribution"
+    ),
+    "kitft/Llama-3.3-70B-NLA-L53-av": Baseline(
+        0.9169, "published: Llama-3.3-70B L53 training distribution"
+    ),
 }
 
 
@@ -58,7 +66,9 @@ def normalize(v: Float[Tensor, "*batch d_model"], scale: float) -> Float[Tensor,
     return v32 * (scale / v32.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
-def estimate_baseline(vectors: Float[Tensor, "n d_model"], *, mse_scale: float | None = None) -> Baseline:
+def estimate_baseline(
+    vectors: Float[Tensor, "n d_model"], *, mse_scale: float | None = None
+) -> Baseline:
     """Estimate ``Var(v_n)`` from your own activations: the mean squared deviation
     of the normalised vectors from their mean (the predict-the-mean MSE)."""
     if vectors.ndim != 2 or vectors.shape[0] < 2:
@@ -89,7 +99,9 @@ def score_vectors(
 ) -> Scores:
     """``mse_nrm``, ``cos`` and (with a baseline) ``fve_nrm`` of each row."""
     if predicted.shape != original.shape:
-        raise VectorError(f"shape mismatch: predicted {tuple(predicted.shape)} vs original {tuple(original.shape)}")
+        raise VectorError(
+            f"shape mismatch: predicted {tuple(predicted.shape)} vs original {tuple(original.shape)}"
+        )
     p = normalize(predicted, mse_scale)
     g = normalize(original.to(p.device), mse_scale)
     mse = ((p - g) ** 2).mean(dim=-1)

@@ -38,8 +38,13 @@ def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointReco
     if source is None:
         return CheckpointRecord("<in memory>", "", None, None, None, "", sidecar_sha)
     return CheckpointRecord(
-        name=source.name, path=str(source.path), hub_id=source.hub_id, revision=source.revision,
-        commit=source.commit, content_sha256=source.content_hash(), sidecar_sha256=sidecar_sha,
+        name=source.name,
+        path=str(source.path),
+        hub_id=source.hub_id,
+        revision=source.revision,
+        commit=source.commit,
+        content_sha256=source.content_hash(),
+        sidecar_sha256=sidecar_sha,
     )
 
 
@@ -53,7 +58,9 @@ def _default_baseline(av: Verbalizer) -> Baseline | None:
     quality = av.source.path.parent / "quality.json"
     if av.meta.base_model == TOY_BASE_MODEL and quality.is_file():
         data = json.loads(quality.read_text())
-        return Baseline(float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n"))
+        return Baseline(
+            float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n")
+        )
     return None
 
 
@@ -109,13 +116,24 @@ class NLA:
         >>> nla = NLA.from_pretrained("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar")  # doctest: +SKIP
         """
         verbalizer = Verbalizer.from_pretrained(
-            av, device=device, dtype=dtype, revision=revision, token=token, cache_dir=cache_dir,
-            backend=backend, strict_sidecar=strict_sidecar,
+            av,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            backend=backend,
+            strict_sidecar=strict_sidecar,
         )
         reconstructor = None
         if ar is not None:
             reconstructor = Reconstructor.from_pretrained(
-                ar, device=device, dtype=dtype, revision=ar_revision, token=token, cache_dir=cache_dir,
+                ar,
+                device=device,
+                dtype=dtype,
+                revision=ar_revision,
+                token=token,
+                cache_dir=cache_dir,
                 strict_sidecar=strict_sidecar,
             )
         return cls(verbalizer, reconstructor, baseline=baseline)
@@ -128,9 +146,15 @@ class NLA:
     @property
     def layer(self) -> int:
         """K: the pair reads the residual output of decoder block K (HF ``hidden_states[K+1]``)."""
-        layer = self.av.layer if self.av.layer is not None else (self.ar.meta.layer if self.ar else None)
+        layer = (
+            self.av.layer
+            if self.av.layer is not None
+            else (self.ar.meta.layer if self.ar else None)
+        )
         if layer is None:
-            raise PairMismatchError(f"{self.av.meta.source}: the sidecar has no extraction_layer_index.")
+            raise PairMismatchError(
+                f"{self.av.meta.source}: the sidecar has no extraction_layer_index."
+            )
         return layer
 
     @property
@@ -167,8 +191,13 @@ class NLA:
         """
         v = as_vector_batch(vectors, self.d_model)
         kwargs: dict[str, Any] = {
-            "temperature": temperature, "max_new_tokens": max_new_tokens, "top_p": top_p, "seed": seed,
-            "batch_size": batch_size, "score": score, "progress": progress,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "top_p": top_p,
+            "seed": seed,
+            "batch_size": batch_size,
+            "score": score,
+            "progress": progress,
         }
         if cache is not None:
             return cache.explain(self, v, samples=samples, explain=self._explain, **kwargs)
@@ -188,22 +217,36 @@ class NLA:
         progress: bool | None,
     ) -> list[Explanation]:
         explanations = self.av.explain(
-            v, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, samples=samples,
-            seed=seed, batch_size=batch_size, progress=progress,
+            v,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            top_p=top_p,
+            samples=samples,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
         )
         if score and self.ar is not None:
             explanations = self._scored(explanations, v, batch_size)
         prov = self.provenance(
-            temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, samples=samples, seed=seed
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            top_p=top_p,
+            samples=samples,
+            seed=seed,
         )
         return [replace(e, provenance=prov) for e in explanations]
 
-    def _scored(self, explanations: list[Explanation], v: torch.Tensor, batch_size: int) -> list[Explanation]:
+    def _scored(
+        self, explanations: list[Explanation], v: torch.Tensor, batch_size: int
+    ) -> list[Explanation]:
         rows = v[[e.index for e in explanations]]
         s = self.score([e.text for e in explanations], rows, batch_size=batch_size)
         fve = s.fve_nrm
         return [
-            e.with_scores(float(s.mse_nrm[i]), float(s.cos[i]), None if fve is None else float(fve[i]))
+            e.with_scores(
+                float(s.mse_nrm[i]), float(s.cos[i]), None if fve is None else float(fve[i])
+            )
             for i, e in enumerate(explanations)
         ]
 
@@ -214,7 +257,9 @@ class NLA:
     def score(self, explanations: Any, vectors: Any, *, batch_size: int = 64) -> Scores:
         """Round-trip scores of explanations against vectors (``fve_nrm`` needs a baseline)."""
         base = None if self.baseline is None else self.baseline.variance
-        return self._need_ar("score").score(explanations, vectors, baseline=base, batch_size=batch_size)
+        return self._need_ar("score").score(
+            explanations, vectors, baseline=base, batch_size=batch_size
+        )
 
     def set_baseline(self, vectors_or_variance: Any) -> Baseline:
         """Use your own baseline: a variance, or activations to estimate ``Var(v_n)`` from."""
@@ -245,10 +290,17 @@ class NLA:
         """Refuse a subject that does not match the pair (d_model, layer range, base model)."""
         from .capture import check_subject
 
-        return check_subject(model, d_model=self.d_model, layer=self.layer, base_model=self.base_model)
+        return check_subject(
+            model, d_model=self.d_model, layer=self.layer, base_model=self.base_model
+        )
 
     def capture(
-        self, model: Any, inputs: Any, *, positions: int | Sequence[int] | None = None, **kwargs: Any
+        self,
+        model: Any,
+        inputs: Any,
+        *,
+        positions: int | Sequence[int] | None = None,
+        **kwargs: Any,
     ) -> Float[Tensor, "batch pos d_model"]:
         """The layer-K residual of a Hugging Face model, TransformerBridge or nnsight model.
 
@@ -268,7 +320,9 @@ class NLA:
 
         return build_transcript(self, model, text_or_messages, **kwargs)
 
-    def search(self, description: str, activations: Any, *, top_k: int = 5, centered: bool = False) -> list[SearchHit]:
+    def search(
+        self, description: str, activations: Any, *, top_k: int = 5, centered: bool = False
+    ) -> list[SearchHit]:
         """Where does the model represent ``description``? Rank captured positions by how
         closely their residual matches the AR's reconstruction of the description."""
         from .reading import search
@@ -299,8 +353,12 @@ class NLA:
         """A :class:`Provenance` for results produced now with these sampling settings."""
         av, ar = self._records
         return Provenance(
-            av=av, ar=ar, dtype=str(self.av.dtype).removeprefix("torch."), backend=self.av.backend.name,
-            sampling=dict(sampling), seed=seed,
+            av=av,
+            ar=ar,
+            dtype=str(self.av.dtype).removeprefix("torch."),
+            backend=self.av.backend.name,
+            sampling=dict(sampling),
+            seed=seed,
             baseline=None if self.baseline is None else self.baseline.variance,
             baseline_source=None if self.baseline is None else self.baseline.source,
         )

@@ -99,14 +99,19 @@ def activation_patching(
         raise CaptureError(f"positions {bad} out of range for a {seq}-token prompt.")
     positions = [p % seq for p in positions]
     corrupt_at = {
-        layer: capture_residual(model, corrupt, layer, positions=None, **cap).residual[0] for layer in layers
+        layer: capture_residual(model, corrupt, layer, positions=None, **cap).residual[0]
+        for layer in layers
     }
     if clean_k.logits is None or corrupt_k.logits is None:
-        raise CaptureError("this model's capture returned no logits; activation patching needs them.")
+        raise CaptureError(
+            "this model's capture returned no logits; activation patching needs them."
+        )
     clean_tokens = token_table(clean_k)[0]
     grid = [(layer, p) for layer in layers for p in positions]
     vectors, values = [], []
-    for layer, p in tqdm(grid, desc="patching", disable=not (progress if progress is not None else len(grid) > 8)):
+    for layer, p in tqdm(
+        grid, desc="patching", disable=not (progress if progress is not None else len(grid) > 8)
+    ):
         edit = residual_edit(model, layer, _replace_at(corrupt_at[layer][p], p))
         run = capture_residual(model, clean, nla.layer, positions=[p], **cap, **edit)
         if run.logits is None:
@@ -125,10 +130,18 @@ def activation_patching(
         fits = nla.score(texts, torch.cat([torch.stack(vectors)] * 2))
     for i, ((layer, p), e) in enumerate(zip(grid, patched, strict=True)):
         row = {
-            "layer": layer, "position": p, "token": clean_tokens[p], "metric": values[i],
-            "explanation": e.text, "mse_nrm": e.mse_nrm, "cos": e.cos, "fve_nrm": e.fve_nrm,
-            "clean_explanation": clean_e[col[p]].text, "corrupt_explanation": corrupt_e[col[p]].text,
-            "same_as_clean": e.text == clean_e[col[p]].text, "same_as_corrupt": e.text == corrupt_e[col[p]].text,
+            "layer": layer,
+            "position": p,
+            "token": clean_tokens[p],
+            "metric": values[i],
+            "explanation": e.text,
+            "mse_nrm": e.mse_nrm,
+            "cos": e.cos,
+            "fve_nrm": e.fve_nrm,
+            "clean_explanation": clean_e[col[p]].text,
+            "corrupt_explanation": corrupt_e[col[p]].text,
+            "same_as_clean": e.text == clean_e[col[p]].text,
+            "same_as_corrupt": e.text == corrupt_e[col[p]].text,
         }
         if nla.ar is not None:
             row["crossfit_cos_clean"] = float(fits.cos[i])
@@ -140,7 +153,9 @@ def activation_patching(
     return pd.DataFrame(rows)
 
 
-def plot_patching(df: pd.DataFrame, *, value: str = "metric", label_chars: int = 28, ax: Any = None) -> Any:
+def plot_patching(
+    df: pd.DataFrame, *, value: str = "metric", label_chars: int = 28, ax: Any = None
+) -> Any:
     """Heatmap of ``value`` over layers (rows) and positions (columns), each cell
     labelled with the start of its explanation. Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
@@ -163,9 +178,19 @@ def plot_patching(df: pd.DataFrame, *, value: str = "metric", label_chars: int =
             label = label if len(label) <= label_chars else label[: label_chars - 1] + "…"
             shade = im.norm(grid.values[i, j])
             color = "white" if shade < 0.2 or shade > 0.8 else "black"  # readable on dark cells
-            ax.text(j, i, f"{grid.values[i, j]:.2f}\n{label}", ha="center", va="center", fontsize=7, color=color)
+            ax.text(
+                j,
+                i,
+                f"{grid.values[i, j]:.2f}\n{label}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=color,
+            )
     ax.figure.colorbar(im, ax=ax, label=value)
-    ax.set_title(f"activation patching: {value} (labels: explanation of the patched layer-K residual)")
+    ax.set_title(
+        f"activation patching: {value} (labels: explanation of the patched layer-K residual)"
+    )
     return fig if fig is not None else ax.figure
 
 
@@ -177,7 +202,10 @@ def patching_html(df: pd.DataFrame, *, value: str = "metric") -> str:
     positions = sorted(df["position"].unique())
     lo, hi = float(df[value].min()), float(df[value].max())
     cells = {(r.layer, r.position): r for r in df.itertuples()}
-    head = "".join(f"<th>{p}<br><code>{html.escape(str(cells[(layers[0], p)].token))}</code></th>" for p in positions)
+    head = "".join(
+        f"<th>{p}<br><code>{html.escape(str(cells[(layers[0], p)].token))}</code></th>"
+        for p in positions
+    )
     body = ""
     for layer in layers:
         tds = ""
@@ -190,4 +218,6 @@ def patching_html(df: pd.DataFrame, *, value: str = "metric") -> str:
                 f"{v:.3f}</td>"
             )
         body += f"<tr><th>{layer}</th>{tds}</tr>"
-    return f"<table><thead><tr><th>layer \\ pos</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f"<table><thead><tr><th>layer \\ pos</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )

@@ -48,24 +48,40 @@ def build_transcript(
     from .capture import capture_residual, check_subject, generate_and_capture
 
     check_subject(model, d_model=nla.d_model, layer=nla.layer, base_model=nla.base_model)
-    if isinstance(text_or_messages, list) and text_or_messages and isinstance(text_or_messages[0], list):
-        raise CaptureError("transcript() reads one prompt or one conversation at a time; loop over a batch.")
+    if (
+        isinstance(text_or_messages, list)
+        and text_or_messages
+        and isinstance(text_or_messages[0], list)
+    ):
+        raise CaptureError(
+            "transcript() reads one prompt or one conversation at a time; loop over a batch."
+        )
     if reply_tokens:
-        gen = generate_and_capture(model, text_or_messages, nla.layer, reply_tokens, tokenizer=tokenizer)
+        gen = generate_and_capture(
+            model, text_or_messages, nla.layer, reply_tokens, tokenizer=tokenizer
+        )
         cap, is_reply = gen.captured, gen.is_reply[0]
         real = (gen.is_prompt[0] | gen.is_reply[0]).nonzero().flatten().tolist()
     else:
-        cap = capture_residual(model, text_or_messages, nla.layer, tokenizer=tokenizer, keep_logits=False)
+        cap = capture_residual(
+            model, text_or_messages, nla.layer, tokenizer=tokenizer, keep_logits=False
+        )
         is_reply = torch.zeros(cap.input_ids.shape[1], dtype=torch.bool)
         real = cap.attention_mask[0].nonzero().flatten().tolist()
     if positions is not None:
         try:
             real = [real[p] for p in positions]
         except IndexError:
-            raise CaptureError(f"positions {list(positions)} out of range for {len(real)} tokens.") from None
+            raise CaptureError(
+                f"positions {list(positions)} out of range for {len(real)} tokens."
+            ) from None
     vectors = cap.residual[0, real].float().cpu()
     tokens = [token_table(cap)[0][c] for c in real]
-    rel = list(range(len(real))) if positions is None else [p % len(cap.attention_mask[0].nonzero()) for p in positions]
+    rel = (
+        list(range(len(real)))
+        if positions is None
+        else [p % len(cap.attention_mask[0].nonzero()) for p in positions]
+    )
     norms = vectors.norm(dim=1).tolist()
     bos = getattr(tokenizer or getattr(nla.av, "tokenizer", None), "bos_token", None)
     flags = noise_flags(rel, norms, tokens, bos)
@@ -73,14 +89,21 @@ def build_transcript(
     exps = nla.explain(vectors, samples=samples, temperature=temp, **sampling)
     entries = tuple(
         TranscriptEntry(
-            position=rel[i], token=tokens[i], section="reply" if bool(is_reply[c]) else "prompt",
-            norm=norms[i], explanations=tuple(exps[i * samples : (i + 1) * samples]), flags=flags[i],
+            position=rel[i],
+            token=tokens[i],
+            section="reply" if bool(is_reply[c]) else "prompt",
+            norm=norms[i],
+            explanations=tuple(exps[i * samples : (i + 1) * samples]),
+            flags=flags[i],
         )
         for i, c in enumerate(real)
     )
     name = getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__
     return Transcript(
-        entries=entries, vectors=vectors, layer=nla.layer, model_name=str(name),
+        entries=entries,
+        vectors=vectors,
+        layer=nla.layer,
+        model_name=str(name),
         injection_scale=nla.av.meta.injection_scale,
         meta={"reply": gen.reply_text[0] if reply_tokens and gen.reply_text else None},
     )
@@ -114,7 +137,9 @@ def search(
     their mean, e.g. Gemma-3-12B layer 32)."""
     transcript = activations if isinstance(activations, Transcript) else None
     vectors: Float[Tensor, "n d"] = as_vector_batch(
-        transcript.vectors if transcript is not None else activations, nla.d_model, what="activations"
+        transcript.vectors if transcript is not None else activations,
+        nla.d_model,
+        what="activations",
     )
     if top_k < 1:
         raise VectorError(f"top_k must be >= 1, got {top_k}.")
@@ -129,9 +154,14 @@ def search(
     hits = []
     for rank, i in enumerate(order):
         entry: TranscriptEntry | None = transcript.entries[i] if transcript is not None else None
-        hits.append(SearchHit(
-            rank=rank, index=i, score=float(scores[i]),
-            position=entry.position if entry else None, token=entry.token if entry else None,
-            explanation=entry.explanation.text if entry else None,
-        ))
+        hits.append(
+            SearchHit(
+                rank=rank,
+                index=i,
+                score=float(scores[i]),
+                position=entry.position if entry else None,
+                token=entry.token if entry else None,
+                explanation=entry.explanation.text if entry else None,
+            )
+        )
     return hits

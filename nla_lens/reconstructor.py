@@ -72,8 +72,15 @@ class Reconstructor:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         ck = open_checkpoint(
-            name_or_path, "ar", "Reconstructor", device=device, dtype=dtype, revision=revision, token=token,
-            cache_dir=cache_dir, strict_sidecar=strict_sidecar,
+            name_or_path,
+            "ar",
+            "Reconstructor",
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            strict_sidecar=strict_sidecar,
         )
         source, meta, config, dev, dt = ck.source, ck.meta, ck.config, ck.device, ck.dtype
         head_path = source.path / VALUE_HEAD
@@ -82,7 +89,9 @@ class Reconstructor:
                 f"{source.name} has no {VALUE_HEAD}: an NLA AR ships its trained value head beside the "
                 "backbone, and it cannot be derived from it. Re-download the full checkpoint."
             )
-        n_layers = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
+        n_layers = config.get(
+            "num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers")
+        )
         if meta.layer is not None and n_layers is not None and n_layers != meta.layer + 1:
             raise SidecarError(
                 f"{source.name}: config.json has num_hidden_layers={n_layers}, but an AR for layer "
@@ -98,7 +107,9 @@ class Reconstructor:
         try:
             head.load_state_dict(state)
         except RuntimeError as exc:
-            raise MissingValueHeadError(f"{head_path}: not a Linear({d}, {d}) value head ({exc}).") from exc
+            raise MissingValueHeadError(
+                f"{head_path}: not a Linear({d}, {d}) value head ({exc})."
+            ) from exc
         return cls(meta, tokenizer, backbone.to(dev).eval(), head.to(dev).eval(), source=source)
 
     @property
@@ -114,7 +125,11 @@ class Reconstructor:
 
     @torch.inference_mode()
     def reconstruct(
-        self, explanations: str | Sequence[str], *, batch_size: int = 64, progress: bool | None = None
+        self,
+        explanations: str | Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: bool | None = None,
     ) -> Float[Tensor, "n d_model"]:
         """Predicted (raw, unnormalised) vectors for the explanations, float32 on CPU."""
         texts = [explanations] if isinstance(explanations, str) else list(explanations)
@@ -131,12 +146,17 @@ class Reconstructor:
         for start in tqdm(chunks, desc="reconstructing", unit="batch", disable=not show):
             idx = order[start : start + batch_size]
             enc = self.tokenizer(
-                [prompts[i] for i in idx], add_special_tokens=True, padding=True,
-                padding_side="right", return_tensors="pt",
+                [prompts[i] for i in idx],
+                add_special_tokens=True,
+                padding=True,
+                padding_side="right",
+                return_tensors="pt",
             )
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)
-            hidden = self.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            hidden = self.backbone(
+                input_ids=ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state
             last = mask.sum(dim=1) - 1  # last real token under right padding
             h = hidden[torch.arange(len(idx), device=ids.device), last]
             out[idx] = self.value_head(h).float().cpu()
@@ -154,5 +174,7 @@ class Reconstructor:
         v = as_vector_batch(vectors, self.d_model)
         pred = self.reconstruct(explanations, batch_size=batch_size)
         if pred.shape[0] != v.shape[0]:
-            raise VectorError(f"{pred.shape[0]} explanations but {v.shape[0]} vectors; pass one of each per row.")
+            raise VectorError(
+                f"{pred.shape[0]} explanations but {v.shape[0]} vectors; pass one of each per row."
+            )
         return score_vectors(pred, v, mse_scale=self.mse_scale, baseline=baseline)

@@ -20,16 +20,39 @@ class ReleasedPair:
 
 RELEASED_PAIRS: dict[str, ReleasedPair] = {
     "gemma3-12b-L32": ReleasedPair(
-        "google/gemma-3-12b-it", 32, 48, 3840, "kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar", True
+        "google/gemma-3-12b-it",
+        32,
+        48,
+        3840,
+        "kitft/nla-gemma3-12b-L32-av",
+        "kitft/nla-gemma3-12b-L32-ar",
+        True,
     ),
     "gemma3-27b-L41": ReleasedPair(
-        "google/gemma-3-27b-it", 41, 62, 5376, "kitft/nla-gemma3-27b-L41-av", "kitft/nla-gemma3-27b-L41-ar", True
+        "google/gemma-3-27b-it",
+        41,
+        62,
+        5376,
+        "kitft/nla-gemma3-27b-L41-av",
+        "kitft/nla-gemma3-27b-L41-ar",
+        True,
     ),
     "qwen2.5-7b-L20": ReleasedPair(
-        "Qwen/Qwen2.5-7B-Instruct", 20, 28, 3584, "kitft/nla-qwen2.5-7b-L20-av", "kitft/nla-qwen2.5-7b-L20-ar", False
+        "Qwen/Qwen2.5-7B-Instruct",
+        20,
+        28,
+        3584,
+        "kitft/nla-qwen2.5-7b-L20-av",
+        "kitft/nla-qwen2.5-7b-L20-ar",
+        False,
     ),
     "llama3.3-70b-L53": ReleasedPair(
-        "meta-llama/Llama-3.3-70B-Instruct", 53, 80, 8192,
-        "kitft/Llama-3.3-70B-NLA-L53-av", "kitft/Llama-3.3-70B-NLA-L53-ar", True,
+        "meta-llama/Llama-3.3-70B-Instruct",
+        53,
+        80,
+        8192,
+        "kitft/Llama-3.3-70B-NLA-L53-av",
+        "kitft/Llama-3.3-70B-NLA-L53-ar",
+        True,
     ),
 }

@@ -74,9 +74,16 @@ class ExplainedRun:
         return pd.DataFrame(
             [
                 {
-                    "run": self.label, "batch": b, "position": p, "token": self.tokens[b][p],
-                    "norm": float(self.vectors[i].norm()), "explanation": e.text, "truncated": e.truncated,
-                    "mse_nrm": e.mse_nrm, "cos": e.cos, "fve_nrm": e.fve_nrm,
+                    "run": self.label,
+                    "batch": b,
+                    "position": p,
+                    "token": self.tokens[b][p],
+                    "norm": float(self.vectors[i].norm()),
+                    "explanation": e.text,
+                    "truncated": e.truncated,
+                    "mse_nrm": e.mse_nrm,
+                    "cos": e.cos,
+                    "fve_nrm": e.fve_nrm,
                 }
                 for i, ((b, p), e) in enumerate(zip(self.rows, self.explanations, strict=True))
             ]
@@ -98,19 +105,25 @@ class ExplainedRun:
         """Side-by-side explanations and cross-fit scores against another run."""
         nla = self.nla or other.nla
         if nla is None or nla.ar is None:
-            raise PairMismatchError("diff() scores explanations through the AR; load the pair with an AR.")
+            raise PairMismatchError(
+                "diff() scores explanations through the AR; load the pair with an AR."
+            )
         if len(self) != len(other):
             raise PairMismatchError(
                 f"cannot diff runs with {len(self)} and {len(other)} explained positions; "
                 "explain the same positions in both runs."
             )
         both_texts = self.texts + other.texts
-        both_vecs = torch.cat([other.vectors, self.vectors])  # A's text vs B's vector, then B's vs A's
+        both_vecs = torch.cat(
+            [other.vectors, self.vectors]
+        )  # A's text vs B's vector, then B's vs A's
         cross = nla.score(both_texts, both_vecs)
         n = len(self)
         return RunDiff(
-            a=self, b=other,
-            cross_a_on_b=_scores_slice(cross, 0, n), cross_b_on_a=_scores_slice(cross, n, 2 * n),
+            a=self,
+            b=other,
+            cross_a_on_b=_scores_slice(cross, 0, n),
+            cross_b_on_a=_scores_slice(cross, n, 2 * n),
         )
 
 
@@ -153,21 +166,35 @@ class RunDiff:
         import pandas as pd
 
         rows = []
-        for i, ((bi, p), ea, eb) in enumerate(zip(self.a.rows, self.a.explanations, self.b.explanations, strict=True)):
-            rows.append({
-                "batch": bi, "position": p, "token_a": self.a.tokens[bi][p],
-                "token_b": self.b.tokens[self.b.rows[i][0]][self.b.rows[i][1]],
-                "explanation_a": ea.text, "explanation_b": eb.text, "same_text": ea.text == eb.text,
-                "self_cos_a": ea.cos, "self_cos_b": eb.cos, "self_fve_a": ea.fve_nrm, "self_fve_b": eb.fve_nrm,
-                "cross_cos_a_on_b": self.cross_a_on_b["cos"][i], "cross_cos_b_on_a": self.cross_b_on_a["cos"][i],
-                "cross_fve_a_on_b": self.cross_a_on_b["fve_nrm"][i], "cross_fve_b_on_a": self.cross_b_on_a["fve_nrm"][i],
-            })
+        for i, ((bi, p), ea, eb) in enumerate(
+            zip(self.a.rows, self.a.explanations, self.b.explanations, strict=True)
+        ):
+            rows.append(
+                {
+                    "batch": bi,
+                    "position": p,
+                    "token_a": self.a.tokens[bi][p],
+                    "token_b": self.b.tokens[self.b.rows[i][0]][self.b.rows[i][1]],
+                    "explanation_a": ea.text,
+                    "explanation_b": eb.text,
+                    "same_text": ea.text == eb.text,
+                    "self_cos_a": ea.cos,
+                    "self_cos_b": eb.cos,
+                    "self_fve_a": ea.fve_nrm,
+                    "self_fve_b": eb.fve_nrm,
+                    "cross_cos_a_on_b": self.cross_a_on_b["cos"][i],
+                    "cross_cos_b_on_a": self.cross_b_on_a["cos"][i],
+                    "cross_fve_a_on_b": self.cross_a_on_b["fve_nrm"][i],
+                    "cross_fve_b_on_a": self.cross_b_on_a["fve_nrm"][i],
+                }
+            )
         return pd.DataFrame(rows)
 
     def _repr_html_(self) -> str:
         df = self.to_frame()
-        return f"<div><b>RunDiff</b> {html.escape(self.a.label)} vs {html.escape(self.b.label)}</div>" + df.to_html(
-            index=False
+        return (
+            f"<div><b>RunDiff</b> {html.escape(self.a.label)} vs {html.escape(self.b.label)}</div>"
+            + df.to_html(index=False)
         )
 
 
@@ -190,8 +217,14 @@ def explain_run(
 
     check_subject(model, d_model=nla.d_model, layer=nla.layer, base_model=nla.base_model)
     cap = capture_residual(
-        model, inputs, nla.layer, positions=positions, tokenizer=tokenizer,
-        fwd_hooks=fwd_hooks, intervene=intervene, hf_hooks=hf_hooks,
+        model,
+        inputs,
+        nla.layer,
+        positions=positions,
+        tokenizer=tokenizer,
+        fwd_hooks=fwd_hooks,
+        intervene=intervene,
+        hf_hooks=hf_hooks,
     )
     batch, n_pos, d = cap.residual.shape
     vectors = cap.residual.reshape(batch * n_pos, d).float().cpu()
@@ -199,6 +232,13 @@ def explain_run(
     exps = nla.explain(vectors, samples=samples, **sampling)
     first = [e for e in exps if e.sample == 0]
     return ExplainedRun(
-        input_ids=cap.input_ids, tokens=token_table(cap), rows=rows, vectors=vectors, explanations=first,
-        all_explanations=exps, logits=cap.logits, label=label, nla=nla,
+        input_ids=cap.input_ids,
+        tokens=token_table(cap),
+        rows=rows,
+        vectors=vectors,
+        explanations=first,
+        all_explanations=exps,
+        logits=cap.logits,
+        label=label,
+        nla=nla,
     )

@@ -30,19 +30,48 @@ _ROLES: dict[str, Role] = {"av": "av", "actor": "av", "ar": "ar", "critic": "ar"
 
 # Keys nla_lens knows, per section. Anything else is reported in `unknown_keys`.
 _TOP_KEYS = {
-    "kind", "schema_version", "role", "stage", "base_checkpoint", "base_model", "d_model",
-    "extraction_layer_index", "extraction", "tokens", "prompt_templates", "ar", "critic",
-    "trained_on", "parent_checkpoints", "created_at", "created_by", "training", "git_commit",
-    "dataset_id", "row_count",
+    "kind",
+    "schema_version",
+    "role",
+    "stage",
+    "base_checkpoint",
+    "base_model",
+    "d_model",
+    "extraction_layer_index",
+    "extraction",
+    "tokens",
+    "prompt_templates",
+    "ar",
+    "critic",
+    "trained_on",
+    "parent_checkpoints",
+    "created_at",
+    "created_by",
+    "training",
+    "git_commit",
+    "dataset_id",
+    "row_count",
 }
 _SECTION_KEYS = {
     "extraction": {
-        "injection_scale", "mse_scale", "base_model", "d_model", "layer_index", "norm", "corpus",
-        "corpus_slice", "positions_per_doc",
+        "injection_scale",
+        "mse_scale",
+        "base_model",
+        "d_model",
+        "layer_index",
+        "norm",
+        "corpus",
+        "corpus_slice",
+        "positions_per_doc",
     },
     "tokens": {
-        "injection_char", "injection_token_id", "injection_left_neighbor_id",
-        "injection_right_neighbor_id", "critic_suffix_ids", "pm_token", "pm_token_id",
+        "injection_char",
+        "injection_token_id",
+        "injection_left_neighbor_id",
+        "injection_right_neighbor_id",
+        "critic_suffix_ids",
+        "pm_token",
+        "pm_token_id",
     },
     "prompt_templates": {"av", "ar", "actor", "critic"},
     "ar": {"num_hidden_layers", "extraction_layer_index"},
@@ -91,7 +120,9 @@ def _resolve_scale(raw: Any, d_model: int, field: str, source: str) -> float | N
             "Fix the sidecar (released pairs use e.g. 80000 for Gemma-3-12B)."
         ) from None
     if not math.isfinite(value) or value <= 0:
-        raise SidecarError(f"{source}: extraction.{field} = {raw!r} must be a positive finite number.")
+        raise SidecarError(
+            f"{source}: extraction.{field} = {raw!r} must be a positive finite number."
+        )
     return value
 
 
@@ -136,14 +167,20 @@ def parse_sidecar(
         )
     role = _ROLES[raw_role]
     extraction = meta.get("extraction") or {}
-    d_model = int(meta["d_model"]) if meta.get("d_model") is not None else int(_need(extraction, "d_model", "extraction.", source))
+    d_model = (
+        int(meta["d_model"])
+        if meta.get("d_model") is not None
+        else int(_need(extraction, "d_model", "extraction.", source))
+    )
     tokens = _need(meta, "tokens", "", source)
     templates = meta.get("prompt_templates") or {}
     ar_section = meta.get("ar") or meta.get("critic") or {}
     ar_layers = ar_section.get("num_hidden_layers", ar_section.get("extraction_layer_index"))
     layer = meta.get("extraction_layer_index", extraction.get("layer_index", ar_layers))
 
-    injection_scale = _resolve_scale(extraction.get("injection_scale"), d_model, "injection_scale", source)
+    injection_scale = _resolve_scale(
+        extraction.get("injection_scale"), d_model, "injection_scale", source
+    )
     mse_scale = _resolve_scale(extraction.get("mse_scale", SQRT_D), d_model, "mse_scale", source)
     if role == "av" and injection_scale is None:
         raise SidecarError(
@@ -166,7 +203,9 @@ def parse_sidecar(
         ar_template=templates.get("ar") or templates.get("critic"),
         critic_suffix_ids=None if suffix is None else tuple(int(i) for i in suffix),
         ar_num_hidden_layers=None if ar_layers is None else int(ar_layers),
-        base_model=meta.get("base_checkpoint") or meta.get("base_model") or extraction.get("base_model"),
+        base_model=meta.get("base_checkpoint")
+        or meta.get("base_model")
+        or extraction.get("base_model"),
         kind=str(kind),
         source=source,
         sha256=sha256,
@@ -188,7 +227,9 @@ def load_sidecar(checkpoint_dir: str | Path, *, strict: bool = False) -> NLAMeta
         meta = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise SidecarError(f"{path}: not valid YAML ({exc}).") from exc
-    return parse_sidecar(meta, source=str(path), sha256=hashlib.sha256(data).hexdigest(), strict=strict)
+    return parse_sidecar(
+        meta, source=str(path), sha256=hashlib.sha256(data).hexdigest(), strict=strict
+    )
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -259,7 +300,9 @@ def _verify_ar_suffix(meta: NLAMeta, tokenizer: Any) -> None:
         raise SidecarError(f"{meta.source}: AR sidecar has no prompt_templates.ar.")
     if not meta.critic_suffix_ids:
         return
-    ids = _ids(tokenizer(meta.ar_template.format(explanation="probe text"), add_special_tokens=True))
+    ids = _ids(
+        tokenizer(meta.ar_template.format(explanation="probe text"), add_special_tokens=True)
+    )
     n = len(meta.critic_suffix_ids)
     if tuple(ids[-n:]) != meta.critic_suffix_ids:
         raise TokenizerDriftError(

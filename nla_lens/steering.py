@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from .pair import NLA
     from .runs import ExplainedRun
 
-__all__ = ["SteeringResult", "add_direction", "edit_steering_delta", "steer_by_edit", "steering_vector"]
+__all__ = [
+    "SteeringResult",
+    "add_direction",
+    "edit_steering_delta",
+    "steer_by_edit",
+    "steering_vector",
+]
 
 
 def _unit(v: Tensor) -> Tensor:
@@ -57,12 +63,21 @@ def steering_vector(
 
 
 def add_direction(
-    model: Any, direction: Any, alpha: float, layer: int, *, positions: int | Sequence[int] | None = None
+    model: Any,
+    direction: Any,
+    alpha: float,
+    layer: int,
+    *,
+    positions: int | Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Intervention kwargs (``fwd_hooks`` / ``intervene`` / ``hf_hooks``) that add
     ``alpha * direction`` to the residual output of block ``layer`` at ``positions`` (all if None)."""
     vec = torch.as_tensor(direction).float().flatten()
-    pos = [positions] if isinstance(positions, int) else (None if positions is None else list(positions))
+    pos = (
+        [positions]
+        if isinstance(positions, int)
+        else (None if positions is None else list(positions))
+    )
 
     def fn(resid: Tensor) -> Tensor:
         out = resid.clone()
@@ -123,6 +138,8 @@ def steer_by_edit(
     results = []
     for a in alphas:
         edit = add_direction(model, delta, a, nla.layer, positions=position)
-        run = nla.explain_run(model, inputs, positions=position, label=f"alpha={a:g}", **edit, **sampling)
+        run = nla.explain_run(
+            model, inputs, positions=position, label=f"alpha={a:g}", **edit, **sampling
+        )
         results.append(SteeringResult(a, run.vectors[0], run.explanations[0], run))
     return results

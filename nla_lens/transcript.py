@@ -29,7 +29,9 @@ HIGH_NORM_FACTOR = 4.0
 Section = Literal["prompt", "reply"]
 
 
-def noise_flags(positions: Sequence[int], norms: Sequence[float], tokens: Sequence[str], bos: str | None) -> list[tuple[str, ...]]:
+def noise_flags(
+    positions: Sequence[int], norms: Sequence[float], tokens: Sequence[str], bos: str | None
+) -> list[tuple[str, ...]]:
     """Flags for the known-noisy inputs: early positions, BOS, outlier norms."""
     median = statistics.median(norms) if norms else 0.0
     out = []
@@ -115,7 +117,11 @@ class Transcript:
             f"NLA transcript: {self.model_name}  layer {self.layer} residual (output of block {self.layer})",
             f"{len(self.entries)} positions; flags: early = first {EARLY_POSITIONS} tokens, bos, "
             f"high_norm = norm > {HIGH_NORM_FACTOR:g}x median. ||v|| is the raw norm"
-            + (f"; every vector is rescaled to {self.injection_scale:g} before injection." if self.injection_scale else "."),
+            + (
+                f"; every vector is rescaled to {self.injection_scale:g} before injection."
+                if self.injection_scale
+                else "."
+            ),
             "",
         ]
         for e in self.entries:
@@ -140,10 +146,18 @@ class Transcript:
 
         rows = [
             {
-                "position": e.position, "token": e.token, "section": e.section, "norm": e.norm,
-                "sample": ex.sample, "explanation": ex.text, "truncated": ex.truncated,
-                "mse_nrm": ex.mse_nrm, "cos": ex.cos, "fve_nrm": ex.fve_nrm,
-                "flags": ",".join(e.flags), "noisy": e.noisy,
+                "position": e.position,
+                "token": e.token,
+                "section": e.section,
+                "norm": e.norm,
+                "sample": ex.sample,
+                "explanation": ex.text,
+                "truncated": ex.truncated,
+                "mse_nrm": ex.mse_nrm,
+                "cos": ex.cos,
+                "fve_nrm": ex.fve_nrm,
+                "flags": ",".join(e.flags),
+                "noisy": e.noisy,
             }
             for e in self.entries
             for ex in e.explanations
@@ -160,7 +174,8 @@ class Transcript:
             title = html.escape(
                 f"pos {e.position} | ||v||={e.norm:.1f} | cos={_fmt(e.cos)} | fve_nrm={_fmt(fve)}"
                 + (f" | flags: {', '.join(e.flags)}" if e.flags else "")
-                + "\n" + e.explanation.text
+                + "\n"
+                + e.explanation.text
             )
             border = "border-bottom:2px dashed #999;" if e.noisy else ""
             cells.append(

@@ -20,22 +20,30 @@ def _rows(mask: Tensor, limit: int = 8) -> str:
     return shown + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
 
 
-def as_vector_batch(vectors: Any, d_model: int, *, what: str = "vectors") -> Float[Tensor, "n d_model"]:
+def as_vector_batch(
+    vectors: Any, d_model: int, *, what: str = "vectors"
+) -> Float[Tensor, "n d_model"]:
     """Turn one ``[d]`` vector or a ``[n, d]`` batch (tensor, array or nested list,
     any float dtype) into a float32 CPU batch, or raise :class:`VectorError`."""
     if isinstance(vectors, np.ndarray):
         if not np.issubdtype(vectors.dtype, np.floating):
-            raise VectorError(f"{what} have dtype {vectors.dtype}; expected a float array (e.g. float32).")
+            raise VectorError(
+                f"{what} have dtype {vectors.dtype}; expected a float array (e.g. float32)."
+            )
         t = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     elif isinstance(vectors, Tensor):
         if not vectors.is_floating_point():
-            raise VectorError(f"{what} have dtype {vectors.dtype}; expected a floating-point tensor.")
+            raise VectorError(
+                f"{what} have dtype {vectors.dtype}; expected a floating-point tensor."
+            )
         t = vectors.detach().to("cpu", torch.float32)
     elif isinstance(vectors, (list, tuple)):
         try:
             t = torch.as_tensor(vectors, dtype=torch.float32)
         except (TypeError, ValueError) as exc:
-            raise VectorError(f"{what}: could not convert the list to a float tensor ({exc}).") from exc
+            raise VectorError(
+                f"{what}: could not convert the list to a float tensor ({exc})."
+            ) from exc
     else:
         raise VectorError(
             f"{what} must be a torch.Tensor, numpy array or list of floats, got {type(vectors).__name__}."

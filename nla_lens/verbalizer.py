@@ -87,8 +87,15 @@ class Verbalizer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         ck = open_checkpoint(
-            name_or_path, "av", "Verbalizer", device=device, dtype=dtype, revision=revision, token=token,
-            cache_dir=cache_dir, strict_sidecar=strict_sidecar,
+            name_or_path,
+            "av",
+            "Verbalizer",
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            strict_sidecar=strict_sidecar,
         )
         source, meta, dev, dt = ck.source, ck.meta, ck.device, ck.dtype
         tokenizer = AutoTokenizer.from_pretrained(str(source.path))
@@ -115,7 +122,11 @@ class Verbalizer:
 
     def _base_embeds(self) -> Tensor:
         if self._base is None:
-            device = next(self.model.parameters()).device if self.model is not None else torch.device("cpu")
+            device = (
+                next(self.model.parameters()).device
+                if self.model is not None
+                else torch.device("cpu")
+            )
             ids = torch.tensor([self.prompt_ids], device=device)
             with torch.inference_mode():
                 self._base = self.embedder(ids)[0].detach().clone()
@@ -146,7 +157,9 @@ class Verbalizer:
         if samples < 1 or batch_size < 1:
             raise VectorError(f"samples and batch_size must be >= 1 (got {samples}, {batch_size}).")
         if samples > 1 and params.greedy:
-            raise VectorError("samples > 1 with temperature=0 would repeat one greedy decode; set temperature > 0.")
+            raise VectorError(
+                "samples > 1 with temperature=0 would repeat one greedy decode; set temperature > 0."
+            )
         v = as_vector_batch(vectors, self.d_model)
         rows = v.repeat_interleave(samples, dim=0)
         chunks = range(0, rows.shape[0], batch_size)
@@ -185,12 +198,25 @@ class Verbalizer:
     ) -> list[Explanation]:
         """Explanations (unscored), ``samples`` per vector, vector-major."""
         params = SamplingParams(
-            temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            top_p=top_p,
+            seed=seed,
             stop=(EXPLANATION_CLOSE,),
         )
-        outs = self.generate(vectors, params, samples=samples, batch_size=batch_size, progress=progress)
+        outs = self.generate(
+            vectors, params, samples=samples, batch_size=batch_size, progress=progress
+        )
         result = []
         for i, out in enumerate(outs):
             text, truncated = extract_explanation(out.text)
-            result.append(Explanation(text=text, raw=out.text, truncated=truncated, index=i // samples, sample=i % samples))
+            result.append(
+                Explanation(
+                    text=text,
+                    raw=out.text,
+                    truncated=truncated,
+                    index=i // samples,
+                    sample=i % samples,
+                )
+            )
         return result

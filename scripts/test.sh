@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_vllm.sh
 .venv/bin/ruff check nla_lens tests bench tutorials
+.venv/bin/ruff format --check nla_lens tests bench tutorials
 .venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"

@@ -17,8 +17,14 @@ from nla_lens.arch import arch_for, decoder_layers, embed_scale
 def configs(vocab_size: int = 401):
     from transformers import Gemma3Config, Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
 
-    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=vocab_size)
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+    )
     return {
         "gemma3_text": Gemma3TextConfig(head_dim=16, **small),
         "gemma3": Gemma3Config(text_config=Gemma3TextConfig(head_dim=16, **small).to_dict()),
@@ -66,14 +72,18 @@ def _as_family(toy, tmp_path, family: str, role: str, injection_scale: float | N
     if injection_scale is not None:
         meta = yaml.safe_load((out / "nla_meta.yaml").read_text())
         meta["extraction"]["injection_scale"] = injection_scale
-        (out / "nla_meta.yaml").write_text(yaml.safe_dump(meta, allow_unicode=True, sort_keys=False))
+        (out / "nla_meta.yaml").write_text(
+            yaml.safe_dump(meta, allow_unicode=True, sort_keys=False)
+        )
     return out
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 def test_unscaled_families_by_the_same_code_path(toy, tmp_path, family):
-    av = Verbalizer.from_pretrained(_as_family(toy, tmp_path, family, "av", injection_scale=150.0), device="cpu")
+    av = Verbalizer.from_pretrained(
+        _as_family(toy, tmp_path, family, "av", injection_scale=150.0), device="cpu"
+    )
     ar = Reconstructor.from_pretrained(_as_family(toy, tmp_path, family, "ar"), device="cpu")
     assert isinstance(ar.backbone.norm, nn.Identity) and len(ar.backbone.layers) == 3
     v = torch.randn(2, 64)
@@ -120,7 +130,9 @@ def test_multimodal_layout_av_and_ar_match_plain(toy, tmp_path, nla, toy_residua
     mm_pair = NLA.from_pretrained(dirs["av"], dirs["ar"], device="cpu")
     import json
 
-    assert json.loads((dirs["av"] / "config.json").read_text())["architectures"] == ["Gemma3ForConditionalGeneration"]
+    assert json.loads((dirs["av"] / "config.json").read_text())["architectures"] == [
+        "Gemma3ForConditionalGeneration"
+    ]
     # The AV decodes through a text-only view of the wrapper (no vision tower).
     assert type(mm_pair.av.model).__name__ == "Gemma3ForCausalLM"
     assert not any("vision" in n for n, _ in mm_pair.av.model.named_parameters())

@@ -26,20 +26,39 @@ def test_demo_prints_a_table(capsys):
 
 def test_transcript_command(capsys, tmp_path):
     html = tmp_path / "t.html"
-    assert main(["transcript", "the cat went to the old house", "--html", str(html), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert (
+        main(
+            [
+                "transcript",
+                "the cat went to the old house",
+                "--html",
+                str(html),
+                "--csv",
+                str(tmp_path / "t.csv"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "token='cat'" in out and "fve_nrm=" in out
     assert "hsl(" in html.read_text() and (tmp_path / "t.csv").read_text().startswith("position,")
 
 
 def test_cli_errors_are_clean(capsys, tmp_path):
-    assert main(["transcript", "x", "--subject", str(tmp_path), "--av", str(tmp_path / "missing")]) == 2
+    assert (
+        main(["transcript", "x", "--subject", str(tmp_path), "--av", str(tmp_path / "missing")])
+        == 2
+    )
     assert "error:" in capsys.readouterr().err
 
 
 def test_console_script_offline():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "nla_lens.cli", "--help"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "nla_lens.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     assert "demo" in out.stdout and "transcript" in out.stdout

@@ -69,7 +69,11 @@ def test_av_and_ar_usable_alone(toy, toy_residuals):
     pred = ar.reconstruct([e.text for e in exps])
     assert pred.shape == (4, av.d_model)
     nla = NLA(av, ar)
-    assert nla.layer == av.layer and nla.d_model == 64 and nla.hook_name == f"blocks.{nla.layer}.hook_resid_post"
+    assert (
+        nla.layer == av.layer
+        and nla.d_model == 64
+        and nla.hook_name == f"blocks.{nla.layer}.hook_resid_post"
+    )
     nla_no_ar = NLA(av)
     assert nla_no_ar.explain(toy_residuals[0][0], max_new_tokens=40)[0].fve_nrm is None
 
@@ -96,10 +100,15 @@ def test_toy_quality(nla, toy_residuals):
     vectors, token_ids = toy_residuals
     exps = nla.explain(vectors, max_new_tokens=40)
     tok = nla.av.tokenizer
-    named = [tok.convert_ids_to_tokens(int(t)) in e.text.split() for e, t in zip(exps, token_ids, strict=True)]
+    named = [
+        tok.convert_ids_to_tokens(int(t)) in e.text.split()
+        for e, t in zip(exps, token_ids, strict=True)
+    ]
     accuracy = float(np.mean(named))
     fve = float(np.mean([e.fve_nrm for e in exps]))
-    print(f"toy quality: accuracy={accuracy:.3f} fve_nrm={fve:.3f} n={len(exps)} baseline={nla.baseline}")
+    print(
+        f"toy quality: accuracy={accuracy:.3f} fve_nrm={fve:.3f} n={len(exps)} baseline={nla.baseline}"
+    )
     assert accuracy >= 0.8
     assert fve >= 0.5
 
@@ -136,10 +145,17 @@ def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
     params = SamplingParams(max_new_tokens=20)
     shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
     plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
-    assert shared._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long)) is not None
-    assert [o.text for o in shared.generate(embeds, params)] == [o.text for o in plain.generate(embeds, params)]
+    assert (
+        shared._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long))
+        is not None
+    )
+    assert [o.text for o in shared.generate(embeds, params)] == [
+        o.text for o in plain.generate(embeds, params)
+    ]
     sampled = SamplingParams(temperature=1.0, max_new_tokens=20, seed=3)
-    assert [o.text for o in shared.generate(embeds, sampled)] == [o.text for o in plain.generate(embeds, sampled)]
+    assert [o.text for o in shared.generate(embeds, sampled)] == [
+        o.text for o in plain.generate(embeds, sampled)
+    ]
 
 
 def test_explain_through_the_cache(nla, toy_residuals, tmp_path):

@@ -28,7 +28,9 @@ def test_hub_id_from_offline_cache(toy, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = fake_hub_cache(tmp_path, toy)
     fake_hub_cache(tmp_path, toy, "kitft/nla-toy-L2-ar", "ar")
-    nla = NLA.from_pretrained("kitft/nla-toy-L2-av", "kitft/nla-toy-L2-ar", cache_dir=cache, device="cpu")
+    nla = NLA.from_pretrained(
+        "kitft/nla-toy-L2-av", "kitft/nla-toy-L2-ar", cache_dir=cache, device="cpu"
+    )
     prov = nla.provenance()
     assert prov.av.hub_id == "kitft/nla-toy-L2-av" and prov.av.commit == COMMIT
     assert prov.ar is not None and prov.ar.hub_id == "kitft/nla-toy-L2-ar"
@@ -59,7 +61,9 @@ def test_token_and_revision_reach_the_hub_client(monkeypatch, tmp_path):
     src = loading.resolve_checkpoint("kitft/nla-gemma3-12b-L32-av", revision="main")
     assert seen["repo_id"] == "kitft/nla-gemma3-12b-L32-av" and seen["revision"] == "main"
     assert seen["token"] == "hf_secret" and seen["local_files_only"] is False
-    assert "*.safetensors" in seen["allow_patterns"] and "nla_meta.yaml" not in seen["allow_patterns"]
+    assert (
+        "*.safetensors" in seen["allow_patterns"] and "nla_meta.yaml" not in seen["allow_patterns"]
+    )
     assert src.commit == COMMIT and src.hub_id == "kitft/nla-gemma3-12b-L32-av"
 
 

@@ -16,7 +16,9 @@ def test_public_names():
         assert name in nla_lens.__all__
     assert issubclass(nla_lens.VectorError, nla_lens.NLAError)
     assert all(
-        issubclass(getattr(nla_lens, n), nla_lens.NLAError) for n in nla_lens.__all__ if n.endswith("Error")
+        issubclass(getattr(nla_lens, n), nla_lens.NLAError)
+        for n in nla_lens.__all__
+        if n.endswith("Error")
     )
 
 
@@ -36,6 +38,11 @@ def test_public_tensor_signatures_are_typed():
 
     from nla_lens.metrics import score_vectors
 
-    for fn in (nla_lens.Verbalizer.prompt_embeds, nla_lens.Reconstructor.reconstruct, nla_lens.NLA.capture, score_vectors):
+    for fn in (
+        nla_lens.Verbalizer.prompt_embeds,
+        nla_lens.Reconstructor.reconstruct,
+        nla_lens.NLA.capture,
+        score_vectors,
+    ):
         ret = inspect.signature(fn).return_annotation
         assert "d_model" in str(ret) or "Scores" in str(ret), (fn, ret)

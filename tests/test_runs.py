@@ -65,17 +65,29 @@ def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
     extra = kw(framework, subjects)
     clean_run = nla.explain_run(model, clean, positions=POSITIONS, max_new_tokens=20, **extra)
     corrupt_run = nla.explain_run(model, corrupt, positions=POSITIONS, max_new_tokens=20, **extra)
-    assert sum(a != b for a, b in zip(clean_run.texts, corrupt_run.texts, strict=True)) >= len(POSITIONS) // 2  # live check
+    assert (
+        sum(a != b for a, b in zip(clean_run.texts, corrupt_run.texts, strict=True))
+        >= len(POSITIONS) // 2
+    )  # live check
 
     layer = nla.layer - 1
     corrupt_resid = capture_residual(model, corrupt, layer, **extra).residual.detach().clone()
     patched = nla.explain_run(
-        model, clean, positions=POSITIONS, max_new_tokens=20,
-        **residual_edit(model, layer, lambda r: corrupt_resid.to(r.dtype)), **extra,
+        model,
+        clean,
+        positions=POSITIONS,
+        max_new_tokens=20,
+        **residual_edit(model, layer, lambda r: corrupt_resid.to(r.dtype)),
+        **extra,
     )
     assert patched.texts == corrupt_run.texts
     noop = nla.explain_run(
-        model, clean, positions=POSITIONS, max_new_tokens=20, **residual_edit(model, layer, lambda r: r), **extra
+        model,
+        clean,
+        positions=POSITIONS,
+        max_new_tokens=20,
+        **residual_edit(model, layer, lambda r: r),
+        **extra,
     )
     assert noop.texts == clean_run.texts
     assert torch.allclose(noop.vectors, clean_run.vectors, atol=1e-4)
@@ -85,11 +97,26 @@ def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
 def test_activation_patching_table(nla, subjects, prompts, framework):
     model, (clean, corrupt) = subjects[framework], prompts
     df = activation_patching(
-        nla, model, clean, corrupt, layers=[0, 1, nla.layer], positions=[3, 5, -1], max_new_tokens=20
+        nla,
+        model,
+        clean,
+        corrupt,
+        layers=[0, 1, nla.layer],
+        positions=[3, 5, -1],
+        max_new_tokens=20,
     )
-    assert len(df) == 9 and set(df["layer"]) == {0, 1, nla.layer} and set(df["position"]) == {3, 5, 9}
+    assert (
+        len(df) == 9 and set(df["layer"]) == {0, 1, nla.layer} and set(df["position"]) == {3, 5, 9}
+    )
     assert df["explanation"].map(len).gt(0).all()
-    for col in ("metric", "mse_nrm", "cos", "fve_nrm", "crossfit_cos_clean", "crossfit_cos_corrupt"):
+    for col in (
+        "metric",
+        "mse_nrm",
+        "cos",
+        "fve_nrm",
+        "crossfit_cos_clean",
+        "crossfit_cos_corrupt",
+    ):
         assert df[col].notna().all(), col
     # Patching position p at layer K itself makes the explanation at p the corrupted one.
     at_k = df[df["layer"] == nla.layer]
@@ -108,7 +135,12 @@ def test_patching_metrics_at_the_last_block(nla, subjects, prompts):
     last = model.config.num_hidden_layers - 1
     with torch.inference_mode():
         lc, lx = model(input_ids=clean).logits[0], model(input_ids=corrupt).logits[0]
-    common = {"layers": [last], "positions": [-1], "tokenizer": subjects["tokenizer"], "max_new_tokens": 20}
+    common = {
+        "layers": [last],
+        "positions": [-1],
+        "tokenizer": subjects["tokenizer"],
+        "max_new_tokens": 20,
+    }
     df = activation_patching(nla, model, clean, corrupt, answer_tokens=(5, 6), **common)
     assert df["metric"].iloc[0] == pytest.approx(float(lx[-1, 5] - lx[-1, 6]), abs=1e-4)
     kl = activation_patching(nla, model, clean, corrupt, **common)["metric"].iloc[0]
@@ -135,14 +167,24 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     tok = subjects["tokenizer"]
     pos = 5
     original = tok.convert_ids_to_tokens(int(clean[0, pos]))
-    target = next(w for w in ("dog", "house", "river", "music") if w != original and w in tok.get_vocab())
+    target = next(
+        w for w in ("dog", "house", "river", "music") if w != original and w in tok.get_vocab()
+    )
     direction = nla.steering_vector(f"token: {target}")
     cos_to_target = []
     named = []
     for alpha in (0.0, 0.5, 1.0, 2.0):
-        run = nla.explain_run(model, clean, positions=pos, max_new_tokens=20, **add_direction(model, direction, alpha, nla.layer, positions=pos))
+        run = nla.explain_run(
+            model,
+            clean,
+            positions=pos,
+            max_new_tokens=20,
+            **add_direction(model, direction, alpha, nla.layer, positions=pos),
+        )
         named.append(target in run.texts[0].split())
-        cos_to_target.append(float(torch.nn.functional.cosine_similarity(run.vectors[0], direction, dim=0)))
+        cos_to_target.append(
+            float(torch.nn.functional.cosine_similarity(run.vectors[0], direction, dim=0))
+        )
     assert not named[0] and named[-1], named
     assert cos_to_target == sorted(cos_to_target)
 
@@ -158,7 +200,9 @@ def test_steering_by_editing_an_explanation(nla, subjects, prompts):
     assert edited != text
     offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.5], max_new_tokens=20)
     assert offline[0].explanation.text == text and target in offline[1].explanation.text.split()
-    live = steer_by_edit(nla, h, text, edited, alphas=[1.5], model=model, inputs=clean, position=4, max_new_tokens=20)
+    live = steer_by_edit(
+        nla, h, text, edited, alphas=[1.5], model=model, inputs=clean, position=4, max_new_tokens=20
+    )
     assert target in live[0].explanation.text.split()
     assert live[0].run is not None
 
@@ -168,7 +212,9 @@ def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
     nnsight trace give the residual that `nla.capture` and HF `hidden_states[K+1]` give."""
     clean = prompts[0]
     with torch.inference_mode():
-        ref = subjects["hf"](input_ids=clean, output_hidden_states=True).hidden_states[nla.layer + 1]
+        ref = subjects["hf"](input_ids=clean, output_hidden_states=True).hidden_states[
+            nla.layer + 1
+        ]
     _, cache = subjects["transformer_lens"].run_with_cache(clean, names_filter=nla.hook_name)
     assert torch.allclose(cache[nla.hook_name], ref, atol=1e-4)
     model = subjects["nnsight"]
@@ -179,5 +225,8 @@ def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
         got = nla.capture(subjects[framework], clean, **kw(framework, subjects))
         assert torch.allclose(got, ref, atol=1e-4), framework
     # and the AV reads any of them the same way
-    texts = [e.text for e in nla.explain(torch.stack([cache[nla.hook_name][0, 4], h[0, 4]]), max_new_tokens=20)]
+    texts = [
+        e.text
+        for e in nla.explain(torch.stack([cache[nla.hook_name][0, 4], h[0, 4]]), max_new_tokens=20)
+    ]
     assert texts[0] == texts[1]

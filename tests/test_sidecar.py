@@ -24,7 +24,10 @@ def released_av(**over):
             "injection_left_neighbor_id": 235313,
             "injection_right_neighbor_id": 522,
         },
-        "prompt_templates": {"av": "Here is the vector: <concept>{injection_char}</concept>", "ar": "S <text>{explanation}</text> <summary>"},
+        "prompt_templates": {
+            "av": "Here is the vector: <concept>{injection_char}</concept>",
+            "ar": "S <text>{explanation}</text> <summary>",
+        },
         "base_checkpoint": "google/gemma-3-12b-it",
     }
     meta.update(over)
@@ -42,13 +45,24 @@ def test_released_spelling():
 
 
 def test_old_actor_critic_spelling():
-    meta = released_av(role="critic", prompt_templates={"critic": "x {explanation}", "actor": "{injection_char}"})
+    meta = released_av(
+        role="critic", prompt_templates={"critic": "x {explanation}", "actor": "{injection_char}"}
+    )
     meta["critic"] = {"num_hidden_layers": 20}
     meta["extraction"] = {"injection_scale": None, "mse_scale": 59.87}
     del meta["extraction_layer_index"]
     m = parse_sidecar(meta)
-    assert m.role == "ar" and m.ar_template == "x {explanation}" and m.av_template == "{injection_char}"
-    assert m.layer == 20 and m.ar_num_hidden_layers == 20 and m.injection_scale is None and m.mse_scale == 59.87
+    assert (
+        m.role == "ar"
+        and m.ar_template == "x {explanation}"
+        and m.av_template == "{injection_char}"
+    )
+    assert (
+        m.layer == 20
+        and m.ar_num_hidden_layers == 20
+        and m.injection_scale is None
+        and m.mse_scale == 59.87
+    )
 
 
 def test_sqrt_d_sentinel_for_injection_scale():

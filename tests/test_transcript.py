@@ -48,13 +48,21 @@ def test_chat_transcript_names_tokens(nla, toy, chat, layout):
     html = t._repr_html_()
     assert "hsl(" in html and content[0].explanation.text in html
     df = t.to_frame()
-    assert len(df) == len(t) and {"position", "token", "explanation", "fve_nrm", "flags"} <= set(df.columns)
+    assert len(df) == len(t) and {"position", "token", "explanation", "fve_nrm", "flags"} <= set(
+        df.columns
+    )
     assert df.loc[0, "noisy"]
 
 
 def test_transcript_with_generated_reply(nla, subject):
     model, tok = subject
-    t = nla.transcript(model, [{"role": "user", "content": "cat"}], tokenizer=tok, reply_tokens=4, max_new_tokens=20)
+    t = nla.transcript(
+        model,
+        [{"role": "user", "content": "cat"}],
+        tokenizer=tok,
+        reply_tokens=4,
+        max_new_tokens=20,
+    )
     sections = [e.section for e in t]
     assert sections.count("reply") >= 1 and sections[0] == "prompt"
     assert sections == sorted(sections, key=lambda s: s == "reply")
@@ -89,7 +97,9 @@ def test_any_vector_directions(nla, toy_residuals):
     vectors, token_ids = toy_residuals
     same = token_ids == token_ids[0]
     diff_of_means = vectors[same].mean(0) - vectors.mean(0)
-    tiny, huge = nla.explain(torch.stack([diff_of_means * 1e-3, diff_of_means * 1e3]), max_new_tokens=20)
+    tiny, huge = nla.explain(
+        torch.stack([diff_of_means * 1e-3, diff_of_means * 1e3]), max_new_tokens=20
+    )
     assert tiny.text == huge.text
 
 
@@ -104,11 +114,21 @@ def test_mismatched_subject_refused_before_any_generation(nla, subject):
     real = nla.av.backend.generate
     nla.av.backend.generate = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
-        small = dict(intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=len(tok))
-        wide = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=32, num_hidden_layers=4, **small)).eval()
+        small = dict(
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            vocab_size=len(tok),
+        )
+        wide = Gemma3ForCausalLM(
+            Gemma3TextConfig(hidden_size=32, num_hidden_layers=4, **small)
+        ).eval()
         with pytest.raises(SubjectMismatchError, match="d_model"):
             nla.transcript(wide, "cat", tokenizer=tok)
-        shallow = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=64, num_hidden_layers=2, **small)).eval()
+        shallow = Gemma3ForCausalLM(
+            Gemma3TextConfig(hidden_size=64, num_hidden_layers=2, **small)
+        ).eval()
         with pytest.raises(SubjectMismatchError, match="layer 2"):
             nla.explain_run(shallow, "cat", tokenizer=tok)
         with pytest.raises(SubjectMismatchError):

@@ -26,7 +26,11 @@ IDS = [p.name for p in TUTORIALS]
 ARTEFACTS: dict[str, list[str]] = {
     "01_quickstart.py": ["01_injection_scale.png"],
     "02_nnsight_tracer.py": ["02_donor_sweep.html"],
-    "03_activation_patching.py": ["03_patching_metric.png", "03_patching_crossfit.png", "03_patching.html"],
+    "03_activation_patching.py": [
+        "03_patching_metric.png",
+        "03_patching_crossfit.png",
+        "03_patching.html",
+    ],
     "04_transcripts_and_steering.py": ["04_transcript.html", "04_steering.png"],
     "05_real_gemma.py": [],
 }
@@ -62,7 +66,9 @@ def test_tutorial_is_jupytext_percent(path: Path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     markdown = [c for c in nb.cells if c.cell_type == "markdown"]
     assert len(code) >= 3, f"{path.name}: {len(code)} code cells"
-    assert markdown and markdown[0].source.lstrip().startswith("# "), f"{path.name}: start with a titled markdown cell"
+    assert markdown and markdown[0].source.lstrip().startswith("# "), (
+        f"{path.name}: start with a titled markdown cell"
+    )
     assert all(c.source.strip() for c in code), f"{path.name}: empty code cell"
 
 
@@ -81,13 +87,22 @@ def test_real_switch_is_one_environment_variable(tmp_path: Path):
     outs = {}
     for value in ("0", "1"):
         proc = subprocess.run(
-            [sys.executable, "-c", probe], cwd=TUTORIALS_DIR, env=_env(tmp_path, NLA_LENS_REAL=value),
-            capture_output=True, text=True, timeout=120,
+            [sys.executable, "-c", probe],
+            cwd=TUTORIALS_DIR,
+            env=_env(tmp_path, NLA_LENS_REAL=value),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs[value] = proc.stdout.split()
     assert outs["0"][0] == "False" and outs["0"][-2:] == ["cpu", "torch.float32"]
-    assert outs["1"][:4] == ["True", "kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar", "google/gemma-3-12b-it"]
+    assert outs["1"][:4] == [
+        "True",
+        "kitft/nla-gemma3-12b-L32-av",
+        "kitft/nla-gemma3-12b-L32-ar",
+        "google/gemma-3-12b-it",
+    ]
     assert outs["1"][-2:] == ["cuda", "torch.bfloat16"]
 
 
@@ -98,7 +113,12 @@ def test_tutorial_runs_offline_on_the_toy_pair(path: Path, tmp_path: Path, toy):
     out = tmp_path / "out"
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(path)], cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=TIMEOUT_S
+        [sys.executable, str(path)],
+        cwd=ROOT,
+        env=_env(out),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
     elapsed = time.perf_counter() - start
     log = f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"

@@ -87,10 +87,14 @@ print("tokens:", tokens)
 # %%
 explanations = nla.explain(vectors)
 norms = vectors.float().norm(dim=1)
-print(f"{'pos':>3} {'token':<10} {'||v||':>9} {'mse_nrm':>8} {'cos':>6} {'fve_nrm':>8}  explanation")
+print(
+    f"{'pos':>3} {'token':<10} {'||v||':>9} {'mse_nrm':>8} {'cos':>6} {'fve_nrm':>8}  explanation"
+)
 for p, (t, e) in enumerate(zip(tokens, explanations, strict=True)):
     first_line = e.text.splitlines()[0] if e.text else "<empty>"
-    print(f"{p:>3} {t:<10} {norms[p]:>9.1f} {e.mse_nrm:>8.4f} {e.cos:>6.3f} {e.fve_nrm:>8.3f}  {first_line[:90]}")
+    print(
+        f"{p:>3} {t:<10} {norms[p]:>9.1f} {e.mse_nrm:>8.4f} {e.cos:>6.3f} {e.fve_nrm:>8.3f}  {first_line[:90]}"
+    )
 
 # %% [markdown]
 # ## What the three scores mean
@@ -115,10 +119,14 @@ mse = torch.tensor([e.mse_nrm for e in explanations])
 cos = torch.tensor([e.cos for e in explanations])
 fve = torch.tensor([e.fve_nrm for e in explanations])
 print(f"max |mse_nrm - 2(1 - cos)| = {float((mse - 2 * (1 - cos)).abs().max()):.2e}")
-print(f"max |fve_nrm - (1 - mse_nrm / Var)| = {float((fve - (1 - mse / nla.baseline.variance)).abs().max()):.2e}")
+print(
+    f"max |fve_nrm - (1 - mse_nrm / Var)| = {float((fve - (1 - mse / nla.baseline.variance)).abs().max()):.2e}"
+)
 gemma = PUBLISHED_BASELINES["kitft/nla-gemma3-12b-L32-av"].variance
 for name, var in (("this pair's baseline", nla.baseline.variance), ("Gemma-3-12B L32's", gemma)):
-    print(f"cos 0.99 is worth fve_nrm = {1 - 2 * (1 - 0.99) / var:+.3f} against {name} (Var(v_n) = {var:.4f})")
+    print(
+        f"cos 0.99 is worth fve_nrm = {1 - 2 * (1 - 0.99) / var:+.3f} against {name} (Var(v_n) = {var:.4f})"
+    )
 
 # %% [markdown]
 # Now a baseline from our own activations: a few more sentences, every position
@@ -132,7 +140,9 @@ own = torch.cat([nla.capture(subject.model, t, **subject.kwargs)[0, 1:] for t in
 mine = nla.set_baseline(own)
 rescored = nla.score([e.text for e in explanations], vectors)
 print(f"shipped baseline: Var(v_n) = {published.variance:.4f}  mean fve_nrm = {fve[1:].mean():.3f}")
-print(f"own baseline    : Var(v_n) = {mine.variance:.4f} ({mine.source})  mean fve_nrm = {rescored.fve_nrm[1:].mean():.3f}")
+print(
+    f"own baseline    : Var(v_n) = {mine.variance:.4f} ({mine.source})  mean fve_nrm = {rescored.fve_nrm[1:].mean():.3f}"
+)
 nla.baseline = published  # back to the shipped/published one
 
 # %% [markdown]
@@ -147,7 +157,9 @@ nla.baseline = published  # back to the shipped/published one
 # %%
 median = float(norms[1:].median())
 print(f"BOS norm / median norm of the other tokens = {norms[0] / median:.2f}")
-print(f"BOS explanation: {explanations[0].text.splitlines()[0][:90]!r}  (fve_nrm {explanations[0].fve_nrm:.3f})")
+print(
+    f"BOS explanation: {explanations[0].text.splitlines()[0][:90]!r}  (fve_nrm {explanations[0].fve_nrm:.3f})"
+)
 
 # %% [markdown]
 # ## An injection failure, on purpose
@@ -166,7 +178,15 @@ def with_injection_scale(nla: NLA, scale: float) -> NLA:
     """The same AV weights and AR, but a sidecar claiming another injection_scale."""
     av = nla.av
     meta = dataclasses.replace(av.meta, injection_scale=scale)
-    broken = Verbalizer(meta, av.tokenizer, av.embedder, av.backend, source=av.source, model=av.model, dtype=av.dtype)
+    broken = Verbalizer(
+        meta,
+        av.tokenizer,
+        av.embedder,
+        av.backend,
+        source=av.source,
+        model=av.model,
+        dtype=av.dtype,
+    )
     return NLA(broken, nla.ar, baseline=nla.baseline)
 
 
@@ -188,7 +208,9 @@ body = vectors[1:]  # skip the BOS
 right = nla.av.meta.injection_scale
 factors = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 sweep = []
-print(f"{'injection_scale':>16} {'distinct':>8} {'top':>5} {'cjk':>4} {'cos':>6} {'fve':>7}  most common explanation")
+print(
+    f"{'injection_scale':>16} {'distinct':>8} {'top':>5} {'cjk':>4} {'cos':>6} {'fve':>7}  most common explanation"
+)
 for factor in factors:
     s = smells(with_injection_scale(nla, right * factor).explain(body))
     sweep.append(s)
@@ -200,9 +222,14 @@ for factor in factors:
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.semilogx(factors, [s["mean_fve"] for s in sweep], marker="o", label="mean fve_nrm")
-ax.semilogx(factors, [s["top_share"] for s in sweep], marker="s", label="share of the most common text")
+ax.semilogx(
+    factors, [s["top_share"] for s in sweep], marker="s", label="share of the most common text"
+)
 ax.axvline(1.0, color="grey", ls=":", lw=1)
-ax.set(xlabel="injection scale / the sidecar's injection_scale", title="wrong injection norm: explanations collapse")
+ax.set(
+    xlabel="injection scale / the sidecar's injection_scale",
+    title="wrong injection norm: explanations collapse",
+)
 ax.legend(fontsize=8)
 fig.tight_layout()
 save_figure(fig, "01_injection_scale.png")
@@ -223,8 +250,10 @@ seen = no_injection.av.explain(marker_embedding)[0].text  # the AV's prompt, unt
 print(f"what the AV writes when it sees its own marker: {seen!r}  (CJK: {bool(CJK.search(seen))})")
 # With a failed injection every one of your vectors gets this same text; score it against them:
 failed = nla.score([seen] * len(body), body)
-print(f"scored against the {len(body)} real vectors: mean cos {failed.cos.mean():.3f}, "
-      f"mean fve_nrm {failed.fve_nrm.mean():+.3f} (the working pair: {fve[1:].mean():+.3f})")
+print(
+    f"scored against the {len(body)} real vectors: mean cos {failed.cos.mean():.3f}, "
+    f"mean fve_nrm {failed.fve_nrm.mean():+.3f} (the working pair: {fve[1:].mean():+.3f})"
+)
 
 # %% [markdown]
 # ## The failure smells (NLA contract)

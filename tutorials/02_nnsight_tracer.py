@@ -65,7 +65,10 @@ same = nla.capture(model, CLEAN_TEXT)
 print(f"max |trace - nla.capture| = {float((h - same).abs().max()):.2e}")
 
 pos = tokens.index(tok.convert_ids_to_tokens(single_token_id(tok, CLEAN_WORD)))
-watch = [pos, len(tokens) - 1]  # the animal's token, and the last token (where the answer is predicted)
+watch = [
+    pos,
+    len(tokens) - 1,
+]  # the animal's token, and the last token (where the answer is predicted)
 for p, e in zip(watch, nla.explain(h[0, watch]), strict=True):
     print(f"[{p:>2}] {tokens[p]!r:<10} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:90]}")
 
@@ -88,10 +91,14 @@ with model.trace(CLEAN_TEXT):
     h_edit = nla.residual(model).save()
     logits_edit = model.output.logits[0, -1].save()
 
-print(f"edited block {E}'s output at position {pos} ({CLEAN_WORD!r} -> the residual of {CORRUPT_WORD!r})")
+print(
+    f"edited block {E}'s output at position {pos} ({CLEAN_WORD!r} -> the residual of {CORRUPT_WORD!r})"
+)
 for p, e in zip(watch, nla.explain(h_edit[0, watch]), strict=True):
     moved = float((h_edit[0, p] - h[0, p]).norm() / h[0, p].norm())
-    print(f"[{p:>2}] {tokens[p]!r:<10} ||dh||/||h||={moved:.2f} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}")
+    print(
+        f"[{p:>2}] {tokens[p]!r:<10} ||dh||/||h||={moved:.2f} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}"
+    )
 
 # %% [markdown]
 # ## The same, as one call: `nla.explain_run(model, inputs, intervene=...)`
@@ -100,6 +107,7 @@ for p, e in zip(watch, nla.explain(h_edit[0, watch]), strict=True):
 # `explain_run` returns an `ExplainedRun` (a DataFrame with `.to_frame()`, the
 # subject's logits, and `.diff(other)`, which scores each run's explanation
 # against the *other* run's vector: a cross-fit).
+
 
 # %%
 def write_donor(vec: torch.Tensor, layer: int, position: int):
@@ -110,10 +118,27 @@ def write_donor(vec: torch.Tensor, layer: int, position: int):
 
 
 clean_run = nla.explain_run(model, CLEAN_TEXT, positions=watch, label="clean")
-edit_run = nla.explain_run(model, CLEAN_TEXT, positions=watch, intervene=write_donor(donor, E, pos), label="edited")
-print(pd.concat([clean_run.to_frame(), edit_run.to_frame()])[["run", "position", "token", "fve_nrm", "explanation"]])
+edit_run = nla.explain_run(
+    model, CLEAN_TEXT, positions=watch, intervene=write_donor(donor, E, pos), label="edited"
+)
+print(
+    pd.concat([clean_run.to_frame(), edit_run.to_frame()])[
+        ["run", "position", "token", "fve_nrm", "explanation"]
+    ]
+)
 diff = clean_run.diff(edit_run)
-print(diff.to_frame()[["position", "same_text", "self_fve_a", "self_fve_b", "cross_fve_a_on_b", "cross_fve_b_on_a"]])
+print(
+    diff.to_frame()[
+        [
+            "position",
+            "same_text",
+            "self_fve_a",
+            "self_fve_b",
+            "cross_fve_a_on_b",
+            "cross_fve_b_on_a",
+        ]
+    ]
+)
 print({k: None if v is None else round(v, 3) for k, v in diff.summary().items()})
 
 # %% [markdown]
@@ -139,15 +164,25 @@ for word in donors:
     for layer in sorted({0, E, nla.layer}):
         with model.trace(text):
             vec = layer_envoy(model, layer).output[0, pos].save()
-        run = nla.explain_run(model, CLEAN_TEXT, positions=watch, intervene=write_donor(vec, layer, pos), label=word)
+        run = nla.explain_run(
+            model, CLEAN_TEXT, positions=watch, intervene=write_donor(vec, layer, pos), label=word
+        )
         frame = run.to_frame()
         frame["donor"], frame["edited_layer"] = word, layer
-        frame["logit_clean_minus_donor"] = float(run.logits[0, -1, clean_id] - run.logits[0, -1, word_id])
-        frame["unedited"] = float(clean_run.logits[0, -1, clean_id] - clean_run.logits[0, -1, word_id])
+        frame["logit_clean_minus_donor"] = float(
+            run.logits[0, -1, clean_id] - run.logits[0, -1, word_id]
+        )
+        frame["unedited"] = float(
+            clean_run.logits[0, -1, clean_id] - clean_run.logits[0, -1, word_id]
+        )
         rows.append(frame)
 table = pd.concat(rows, ignore_index=True)
 at_word = table[table.position == pos]
-print(at_word[["donor", "edited_layer", "fve_nrm", "logit_clean_minus_donor", "unedited", "explanation"]].to_string(index=False))
+print(
+    at_word[
+        ["donor", "edited_layer", "fve_nrm", "logit_clean_minus_donor", "unedited", "explanation"]
+    ].to_string(index=False)
+)
 
 save_html(table.drop(columns=["batch"]).to_html(index=False), "02_donor_sweep.html")
 

@@ -50,7 +50,10 @@ nla = load_pair()
 subject = load_subject("transformer_lens")  # nla_lens.capture.boot_bridge(hf_model, tokenizer)
 bridge = subject.model
 check_known_words(bridge.tokenizer, CLEAN_TEXT, CORRUPT_TEXT)
-print(type(bridge).__name__, f"n_layers={bridge.cfg.n_layers} d_model={bridge.cfg.d_model}; NLA hook {nla.hook_name}")
+print(
+    type(bridge).__name__,
+    f"n_layers={bridge.cfg.n_layers} d_model={bridge.cfg.d_model}; NLA hook {nla.hook_name}",
+)
 
 # %% [markdown]
 # ## A clean / corrupted pair of equal token length
@@ -62,12 +65,19 @@ print(type(bridge).__name__, f"n_layers={bridge.cfg.n_layers} d_model={bridge.cf
 clean_tokens = bridge.to_tokens(CLEAN_TEXT)
 corrupt_tokens = bridge.to_tokens(CORRUPT_TEXT)
 if clean_tokens.shape != corrupt_tokens.shape:
-    raise ValueError(f"prompts must have the same token length: {clean_tokens.shape} vs {corrupt_tokens.shape}")
+    raise ValueError(
+        f"prompts must have the same token length: {clean_tokens.shape} vs {corrupt_tokens.shape}"
+    )
 str_tokens = bridge.to_str_tokens(CLEAN_TEXT)
 differ = (clean_tokens[0] != corrupt_tokens[0]).nonzero().flatten().tolist()
-print(f"{clean_tokens.shape[1]} tokens; they differ at positions {differ}: "
-      f"{[str_tokens[p] for p in differ]} vs {[bridge.to_str_tokens(CORRUPT_TEXT)[p] for p in differ]}")
-answers = (single_token_id(bridge.tokenizer, CLEAN_WORD), single_token_id(bridge.tokenizer, CORRUPT_WORD))
+print(
+    f"{clean_tokens.shape[1]} tokens; they differ at positions {differ}: "
+    f"{[str_tokens[p] for p in differ]} vs {[bridge.to_str_tokens(CORRUPT_TEXT)[p] for p in differ]}"
+)
+answers = (
+    single_token_id(bridge.tokenizer, CLEAN_WORD),
+    single_token_id(bridge.tokenizer, CORRUPT_WORD),
+)
 
 # %% [markdown]
 # ## The plain TransformerLens way: `run_with_cache(names_filter=nla.hook_name)`
@@ -83,12 +93,15 @@ for label, tokens in (("clean", clean_tokens), ("corrupt", corrupt_tokens)):
     ld = float(logits[0, -1, answers[0]] - logits[0, -1, answers[1]])
     print(f"{label}: logit({CLEAN_WORD}) - logit({CORRUPT_WORD}) = {ld:+.3f}")
     for p, e in zip(positions, nla.explain(resid[positions]), strict=True):
-        print(f"   [{p:>2}] {str_tokens[p]!r:<10} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}")
+        print(
+            f"   [{p:>2}] {str_tokens[p]!r:<10} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}"
+        )
 
 # %% [markdown]
 # Hooks you already use keep working: a `ResidualRecorder` records the layer-`K`
 # residual during any run, beside your own hooks (here: zeroing block 0's
 # output at the differing position).
+
 
 # %%
 def zero_at(p):
@@ -102,8 +115,10 @@ def zero_at(p):
 with ResidualRecorder(bridge, nla.layer) as rec:
     bridge.run_with_hooks(clean_tokens, fwd_hooks=[(hook_name(0), zero_at(differ[0]))])
 e = nla.explain(rec.residual[0, differ[0]])[0]
-print(f"block 0 zeroed at {differ[0]}: layer-{nla.layer} explanation there: {e.text.splitlines()[0][:80]!r} "
-      f"(fve_nrm {e.fve_nrm:.3f})")
+print(
+    f"block 0 zeroed at {differ[0]}: layer-{nla.layer} explanation there: {e.text.splitlines()[0][:80]!r} "
+    f"(fve_nrm {e.fve_nrm:.3f})"
+)
 
 # %% [markdown]
 # ## Patch every (layer, position)
@@ -116,10 +131,31 @@ print(f"block 0 zeroed at {differ[0]}: layer-{nla.layer} explanation there: {e.t
 n = bridge.cfg.n_layers
 layers = sorted({*range(0, n, max(1, n // 8)), nla.layer, n - 1})
 df = activation_patching(
-    nla, bridge, clean_tokens, corrupt_tokens, layers=layers, positions=positions, answer_tokens=answers
+    nla,
+    bridge,
+    clean_tokens,
+    corrupt_tokens,
+    layers=layers,
+    positions=positions,
+    answer_tokens=answers,
 )
-print(df[["layer", "position", "token", "metric", "fve_nrm", "same_as_clean", "same_as_corrupt",
-          "crossfit_fve_clean", "crossfit_fve_corrupt"]].round(3).to_string(index=False))
+print(
+    df[
+        [
+            "layer",
+            "position",
+            "token",
+            "metric",
+            "fve_nrm",
+            "same_as_clean",
+            "same_as_corrupt",
+            "crossfit_fve_clean",
+            "crossfit_fve_corrupt",
+        ]
+    ]
+    .round(3)
+    .to_string(index=False)
+)
 
 # %% [markdown]
 # ## Plot it, with the explanations as labels
@@ -142,6 +178,7 @@ save_html(patching_html(df), "03_patching.html")
 # * where the explanation of layer `K` switched to the corrupted run's;
 # * which explanation (clean or corrupted) fits the patched residual better;
 # * a sanity check: patching a layer *after* `K` cannot change layer `K`.
+
 
 # %%
 def logit_diff(tokens) -> float:
@@ -166,17 +203,25 @@ for p in positions:
     flipped = cells[cells.same_as_corrupt & ~cells.same_as_clean].layer.tolist()
     token = cells.token.iloc[0]
     if cells.clean_explanation.iloc[0] == cells.corrupt_explanation.iloc[0]:
-        print(f"position {p} ({token!r}): clean and corrupted explanations are identical here; nothing to flip")
+        print(
+            f"position {p} ({token!r}): clean and corrupted explanations are identical here; nothing to flip"
+        )
     else:
-        print(f"position {p} ({token!r}): explanation switches to the corrupted one when patching layers {flipped}")
+        print(
+            f"position {p} ({token!r}): explanation switches to the corrupted one when patching layers {flipped}"
+        )
 
 after_k = df[df.layer > nla.layer]
 unchanged = bool((after_k.explanation == after_k.clean_explanation).all())
-print(f"\nlayers after K={nla.layer} leave the layer-K explanation as in the clean run: {unchanged} "
-      f"({len(after_k)} cells)")
+print(
+    f"\nlayers after K={nla.layer} leave the layer-K explanation as in the clean run: {unchanged} "
+    f"({len(after_k)} cells)"
+)
 best = df.loc[df["moved"].abs().idxmax()]
-print(f"largest effect on the metric: layer {best.layer}, position {best.position} ({best.token!r}), "
-      f"moved {best.moved:+.2f} of the way; explanation there: {best.explanation.splitlines()[0][:80]!r}")
+print(
+    f"largest effect on the metric: layer {best.layer}, position {best.position} ({best.token!r}), "
+    f"moved {best.moved:+.2f} of the way; explanation there: {best.explanation.splitlines()[0][:80]!r}"
+)
 
 # %% [markdown]
 # On the toy pair the reading is simple by construction (its AV names the

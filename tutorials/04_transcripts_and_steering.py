@@ -64,7 +64,9 @@ check_known_words(tok, CHAT[0]["content"], CLEAN_TEXT)
 # marked truncated.
 
 # %%
-transcript = nla.transcript(model, CHAT, reply_tokens=6, max_new_tokens=MAX_NEW_TOKENS, **subject.kwargs)
+transcript = nla.transcript(
+    model, CHAT, reply_tokens=6, max_new_tokens=MAX_NEW_TOKENS, **subject.kwargs
+)
 print("reply:", repr(transcript.meta["reply"]))
 print(transcript.to_text())
 
@@ -77,7 +79,12 @@ save_html(transcript.to_html(), "04_transcript.html")
 
 # %%
 df = transcript.to_frame()
-print(df[["position", "token", "section", "norm", "fve_nrm", "flags"]].tail(8).round(3).to_string(index=False))
+print(
+    df[["position", "token", "section", "norm", "fve_nrm", "flags"]]
+    .tail(8)
+    .round(3)
+    .to_string(index=False)
+)
 print()
 print(df.groupby(["section", "noisy"])[["norm", "cos", "fve_nrm"]].mean().round(3))
 
@@ -97,7 +104,9 @@ for centered in (False, True):
     hits = nla.search(query, transcript, top_k=3, centered=centered)
     print(f"centered={centered}:")
     for h in hits:
-        print(f"   #{h.rank} pos {h.position:>2} {h.token!r:<10} score={h.score:.3f}  {h.explanation.splitlines()[0][:70]}")
+        print(
+            f"   #{h.rank} pos {h.position:>2} {h.token!r:<10} score={h.score:.3f}  {h.explanation.splitlines()[0][:70]}"
+        )
 
 # %% [markdown]
 # ## Steering by description
@@ -117,7 +126,9 @@ p = ids.index(single_token_id(tok, CLEAN_WORD))
 h = nla.capture(model, CLEAN_TEXT, **subject.kwargs)[0]  # [seq, d_model]
 directions = {
     "add": nla.steering_vector(describe(CORRUPT_WORD), reference=h[1:]),
-    "contrast": nla.steering_vector(describe(CORRUPT_WORD), subtract=describe(CLEAN_WORD), reference=h[1:]),
+    "contrast": nla.steering_vector(
+        describe(CORRUPT_WORD), subtract=describe(CLEAN_WORD), reference=h[1:]
+    ),
 }
 answers = single_token_id(tok, CLEAN_WORD), single_token_id(tok, CORRUPT_WORD)
 alphas = [0.0, 0.25, 0.5, 1.0, 2.0]
@@ -125,25 +136,44 @@ sweep = []
 for kind, direction in directions.items():
     for alpha in alphas:
         edit = add_direction(model, direction, alpha, nla.layer, positions=p)
-        run = nla.explain_run(model, CLEAN_TEXT, positions=[p], label=f"{kind} {alpha:g}", **edit, **subject.kwargs)
+        run = nla.explain_run(
+            model, CLEAN_TEXT, positions=[p], label=f"{kind} {alpha:g}", **edit, **subject.kwargs
+        )
         e, v = run.explanations[0], run.vectors[0]
-        sweep.append({
-            "kind": kind, "alpha": alpha, "explanation": e.text.splitlines()[0][:70], "fve_nrm": e.fve_nrm,
-            "cos_to_direction": float(torch.cosine_similarity(v, direction.cpu(), dim=0)),
-            "logit_diff_last": float(run.logits[0, -1, answers[0]] - run.logits[0, -1, answers[1]]),
-        })
+        sweep.append(
+            {
+                "kind": kind,
+                "alpha": alpha,
+                "explanation": e.text.splitlines()[0][:70],
+                "fve_nrm": e.fve_nrm,
+                "cos_to_direction": float(torch.cosine_similarity(v, direction.cpu(), dim=0)),
+                "logit_diff_last": float(
+                    run.logits[0, -1, answers[0]] - run.logits[0, -1, answers[1]]
+                ),
+            }
+        )
 for row in sweep:
-    print(f"{row['kind']:<8} alpha={row['alpha']:<5g} cos_dir={row['cos_to_direction']:+.3f} "
-          f"fve={row['fve_nrm']:+.3f} logit({CLEAN_WORD})-logit({CORRUPT_WORD})={row['logit_diff_last']:+.3f}  "
-          f"{row['explanation']}")
+    print(
+        f"{row['kind']:<8} alpha={row['alpha']:<5g} cos_dir={row['cos_to_direction']:+.3f} "
+        f"fve={row['fve_nrm']:+.3f} logit({CLEAN_WORD})-logit({CORRUPT_WORD})={row['logit_diff_last']:+.3f}  "
+        f"{row['explanation']}"
+    )
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 for kind in directions:
     rows = [r for r in sweep if r["kind"] == kind]
     axes[0].plot(alphas, [r["cos_to_direction"] for r in rows], marker="o", label=kind)
     axes[1].plot(alphas, [r["logit_diff_last"] for r in rows], marker="o", label=kind)
-axes[0].set(xlabel="alpha", ylabel="cos(steered residual, direction)", title=f"layer {nla.layer}, position {p}")
-axes[1].set(xlabel="alpha", ylabel=f"logit({CLEAN_WORD}) - logit({CORRUPT_WORD}), last token", title="behaviour")
+axes[0].set(
+    xlabel="alpha",
+    ylabel="cos(steered residual, direction)",
+    title=f"layer {nla.layer}, position {p}",
+)
+axes[1].set(
+    xlabel="alpha",
+    ylabel=f"logit({CLEAN_WORD}) - logit({CORRUPT_WORD}), last token",
+    title="behaviour",
+)
 axes[0].legend()
 fig.tight_layout()
 save_figure(fig, "04_steering.png")
@@ -169,7 +199,14 @@ print(f"original: {original.splitlines()[0][:90]!r}\nedited  : {edited.splitline
 
 offline = steer_by_edit(nla, h[p], original, edited, alphas=(0.5, 1.0, 2.0))
 live = steer_by_edit(
-    nla, h[p], original, edited, alphas=(0.5, 1.0, 2.0), model=model, inputs=CLEAN_TEXT, position=p,
+    nla,
+    h[p],
+    original,
+    edited,
+    alphas=(0.5, 1.0, 2.0),
+    model=model,
+    inputs=CLEAN_TEXT,
+    position=p,
     **subject.kwargs,
 )
 for name, results in (("vector arithmetic", offline), ("in the forward pass", live)):
@@ -180,5 +217,7 @@ for name, results in (("vector arithmetic", offline), ("in the forward pass", li
         if r.run is not None:  # the steered forward pass: what did the model predict at the end?
             last = r.run.logits[0, -1]
             behaviour = f" logit({CLEAN_WORD})-logit({CORRUPT_WORD})={float(last[answers[0]] - last[answers[1]]):+.3f}"
-        print(f"   alpha={r.alpha:<4g} cos(new, h)={moved:.3f} fve_nrm={r.explanation.fve_nrm:+.3f}{behaviour}  "
-              f"{r.explanation.text.splitlines()[0][:70]}")
+        print(
+            f"   alpha={r.alpha:<4g} cos(new, h)={moved:.3f} fve_nrm={r.explanation.fve_nrm:+.3f}{behaviour}  "
+            f"{r.explanation.text.splitlines()[0][:70]}"
+        )

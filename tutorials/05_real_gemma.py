@@ -65,11 +65,15 @@ banner("05 real Gemma")
 # one published for the pair's training distribution, keyed by the AV's hub id.
 
 # %%
-print(f"{'pair':<17} {'subject':<34} {'K':>3}/{'L':<3} {'d':>5} {'gated':>5} {'Var(v_n)':>9}  AV / AR")
+print(
+    f"{'pair':<17} {'subject':<34} {'K':>3}/{'L':<3} {'d':>5} {'gated':>5} {'Var(v_n)':>9}  AV / AR"
+)
 for key, p in RELEASED_PAIRS.items():
     base = PUBLISHED_BASELINES[p.av]
-    print(f"{key:<17} {p.subject:<34} {p.layer:>3}/{p.n_layers:<3} {p.d_model:>5} {p.gated!s:>5} "
-          f"{base.variance:>9.4f}  {p.av} / {p.ar}")
+    print(
+        f"{key:<17} {p.subject:<34} {p.layer:>3}/{p.n_layers:<3} {p.d_model:>5} {p.gated!s:>5} "
+        f"{base.variance:>9.4f}  {p.av} / {p.ar}"
+    )
 
 # %% [markdown]
 # ## A memory plan
@@ -79,6 +83,7 @@ for key, p in RELEASED_PAIRS.items():
 # head). In bf16 every parameter takes two bytes. The estimate below comes from
 # the parameter count in the subject's name and the layer counts; activations
 # and the KV cache of the AV's decode come on top (a few GB at batch 64).
+
 
 # %%
 def plan(pair) -> dict[str, float]:
@@ -90,13 +95,20 @@ def plan(pair) -> dict[str, float]:
 
 for key, p in RELEASED_PAIRS.items():
     gb = plan(p)
-    print(f"{key:<17} subject ~{gb['subject']:.0f} GB + AV ~{gb['av']:.0f} GB + AR ~{gb['ar']:.0f} GB "
-          f"= ~{sum(gb.values()):.0f} GB in bf16")
+    print(
+        f"{key:<17} subject ~{gb['subject']:.0f} GB + AV ~{gb['av']:.0f} GB + AR ~{gb['ar']:.0f} GB "
+        f"= ~{sum(gb.values()):.0f} GB in bf16"
+    )
 
 print()
-print("this machine:", f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA device",
-      "| HF_TOKEN", "set" if os.environ.get("HF_TOKEN") else "not set",
-      "| HF_HUB_OFFLINE =", os.environ.get("HF_HUB_OFFLINE", "0"))
+print(
+    "this machine:",
+    f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA device",
+    "| HF_TOKEN",
+    "set" if os.environ.get("HF_TOKEN") else "not set",
+    "| HF_HUB_OFFLINE =",
+    os.environ.get("HF_HUB_OFFLINE", "0"),
+)
 if torch.cuda.is_available():
     free, total = torch.cuda.mem_get_info()
     print(f"GPU memory: {free / 1e9:.0f} GB free of {total / 1e9:.0f} GB")
@@ -125,14 +137,21 @@ if torch.cuda.is_available():
 # `nla_lens.CheckpointNotFoundError`, which says what to do.
 
 # %%
-print(f"pins: subject={SUBJECT_REVISION or 'main'} AV={AV_REVISION or 'main'} AR={AR_REVISION or 'main'}")
+print(
+    f"pins: subject={SUBJECT_REVISION or 'main'} AV={AV_REVISION or 'main'} AR={AR_REVISION or 'main'}"
+)
 resolved = {}
-for role, hub_id, revision in (("av", REAL_PAIR.av, AV_REVISION), ("ar", REAL_PAIR.ar, AR_REVISION)):
+for role, hub_id, revision in (
+    ("av", REAL_PAIR.av, AV_REVISION),
+    ("ar", REAL_PAIR.ar, AR_REVISION),
+):
     try:
         src = resolve_checkpoint(hub_id, revision=revision, local_files_only=not REAL)
     except CheckpointNotFoundError as exc:
         print(f"{role}: {type(exc).__name__}: {exc}")
-        print(f"    is an NLAError: {isinstance(exc, NLAError)}; is a FileNotFoundError: {isinstance(exc, FileNotFoundError)}")
+        print(
+            f"    is an NLAError: {isinstance(exc, NLAError)}; is a FileNotFoundError: {isinstance(exc, FileNotFoundError)}"
+        )
     else:
         resolved[role] = src
         print(f"{role}: {src.hub_id} @ commit {src.commit} -> {src.path}")
@@ -152,8 +171,13 @@ for role, hub_id, revision in (("av", REAL_PAIR.av, AV_REVISION), ("ar", REAL_PA
 # on the toy AV's sidecar (the toy uses Gemma's marker character too).
 
 # %%
-GEMMA_12B_AV = {"d_model": 3840, "layer": 32, "injection_scale": 80000.0,
-                "injection_char": "\u321c", "injection_token_id": 246566}
+GEMMA_12B_AV = {
+    "d_model": 3840,
+    "layer": 32,
+    "injection_scale": 80000.0,
+    "injection_char": "\u321c",
+    "injection_token_id": 246566,
+}
 
 if "av" in resolved:
     av_dir = resolved["av"].path
@@ -163,13 +187,21 @@ else:
 
     av_dir = checkpoints().av
     toy_config = json.loads((av_dir / "config.json").read_text())
-    expected = {"d_model": toy_config["hidden_size"], "layer": EXTRACTION_LAYER, "injection_char": "\u321c"}
+    expected = {
+        "d_model": toy_config["hidden_size"],
+        "layer": EXTRACTION_LAYER,
+        "injection_char": "\u321c",
+    }
 meta = load_sidecar(av_dir)
 tokenizer = AutoTokenizer.from_pretrained(str(av_dir))
-print(f"{av_dir / SIDECAR_NAME}: role={meta.role} d_model={meta.d_model} K={meta.layer} "
-      f"injection_scale={meta.injection_scale:g} mse_scale={meta.mse_scale:.4g}")
-print(f"   marker {meta.injection_char!r} (U+{ord(meta.injection_char):04X}) id {meta.injection_token_id}, "
-      f"neighbours ({meta.left_neighbor_id}, {meta.right_neighbor_id}); unknown keys: {list(meta.unknown_keys)}")
+print(
+    f"{av_dir / SIDECAR_NAME}: role={meta.role} d_model={meta.d_model} K={meta.layer} "
+    f"injection_scale={meta.injection_scale:g} mse_scale={meta.mse_scale:.4g}"
+)
+print(
+    f"   marker {meta.injection_char!r} (U+{ord(meta.injection_char):04X}) id {meta.injection_token_id}, "
+    f"neighbours ({meta.left_neighbor_id}, {meta.right_neighbor_id}); unknown keys: {list(meta.unknown_keys)}"
+)
 for field, want in expected.items():
     got = getattr(meta, field)
     print(f"   {field:<19} {got!r:<12} expected {want!r:<12} {'ok' if got == want else 'MISMATCH'}")
@@ -182,7 +214,10 @@ print("   injection site in the canonical AV prompt: position", verify_tokenizer
 
 # %%
 raw = yaml.safe_load((av_dir / SIDECAR_NAME).read_text(encoding="utf-8"))
-drifted = {**raw, "tokens": {**raw["tokens"], "injection_token_id": raw["tokens"]["injection_token_id"] + 1}}
+drifted = {
+    **raw,
+    "tokens": {**raw["tokens"], "injection_token_id": raw["tokens"]["injection_token_id"] + 1},
+}
 no_scale = {**raw, "extraction": {**raw["extraction"], "injection_scale": None}}
 for name, bad in (("drifted marker id", drifted), ("no injection_scale", no_scale)):
     try:
@@ -217,24 +252,38 @@ if REAL:
     nla = load_pair()
     print(nla)
     prov = nla.provenance()
-    print(f"AV commit {prov.av.commit}, AR commit {prov.ar.commit}: pin these with "
-          "NLA_LENS_AV_REVISION / NLA_LENS_AR_REVISION to reproduce")
+    print(
+        f"AV commit {prov.av.commit}, AR commit {prov.ar.commit}: pin these with "
+        "NLA_LENS_AV_REVISION / NLA_LENS_AR_REVISION to reproduce"
+    )
     subject = load_subject("hf")
     print(type(subject.hf).__name__, next(subject.hf.parameters()).dtype)
     vectors = nla.capture(subject.model, CHAT, **subject.kwargs)[0]
-    ids = subject.tokenizer.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True, return_dict=True)
+    ids = subject.tokenizer.apply_chat_template(
+        CHAT, tokenize=True, add_generation_prompt=True, return_dict=True
+    )
     tokens = subject.tokenizer.convert_ids_to_tokens(ids["input_ids"])
     positions = list(range(10, len(tokens)))  # skip the noisy first 10 positions
     exps = nla.explain(vectors[positions])
     for p, e in zip(positions, exps, strict=True):
-        print(f"[{p:>3}] {tokens[p]!r:<14} cos={e.cos:.4f} fve_nrm={e.fve_nrm:+.3f}  {e.text.splitlines()[0][:90]}")
+        print(
+            f"[{p:>3}] {tokens[p]!r:<14} cos={e.cos:.4f} fve_nrm={e.fve_nrm:+.3f}  {e.text.splitlines()[0][:90]}"
+        )
     distinct = len({e.text for e in exps})
     mean_fve = sum(e.fve_nrm for e in exps) / len(exps)
-    print(f"{distinct}/{len(exps)} distinct explanations, mean fve_nrm {mean_fve:.3f} "
-          f"(published in-distribution: 0.768)")
+    print(
+        f"{distinct}/{len(exps)} distinct explanations, mean fve_nrm {mean_fve:.3f} "
+        f"(published in-distribution: 0.768)"
+    )
     if distinct == 1 or mean_fve < 0:
-        print("FAILURE SMELL: one text for every vector or fve_nrm < 0: check the injection (tutorial 01).")
+        print(
+            "FAILURE SMELL: one text for every vector or fve_nrm < 0: check the injection (tutorial 01)."
+        )
 else:
-    print("skipped: set NLA_LENS_REAL=1 (with HF_TOKEN and a GPU) to load the 12B pair and run this cell.")
-print(f"nla_lens {nla_lens.__version__}, torch {torch.__version__}, sqrt(3840) = {math.sqrt(3840):.2f} "
-      "(Gemma's embedding scale at d_model 3840)")
+    print(
+        "skipped: set NLA_LENS_REAL=1 (with HF_TOKEN and a GPU) to load the 12B pair and run this cell."
+    )
+print(
+    f"nla_lens {nla_lens.__version__}, torch {torch.__version__}, sqrt(3840) = {math.sqrt(3840):.2f} "
+    "(Gemma's embedding scale at d_model 3840)"
+)

@@ -61,7 +61,9 @@ CLEAN_TEXT = "my friend has a cat in the garden . the animal in the garden is a"
 CORRUPT_TEXT = "my friend has a horse in the garden . the animal in the garden is a"
 CLEAN_WORD, CORRUPT_WORD = "cat", "horse"
 #: A short chat for transcripts.
-CHAT = [{"role": "user", "content": "where does the queen live ? in a big white house near the river ."}]
+CHAT = [
+    {"role": "user", "content": "where does the queen live ? in a big white house near the river ."}
+]
 
 #: A cap on explanation length. The released AVs write 2-3 snippets (trained with
 #: 200 new tokens); the toy AV writes ~6 tokens.
@@ -132,8 +134,12 @@ def load_pair() -> NLA:
     """The NLA pair (AV + AR) the tutorials read with."""
     if REAL:
         return NLA.from_pretrained(
-            REAL_PAIR.av, REAL_PAIR.ar, device=device(), dtype=dtype(),
-            revision=AV_REVISION, ar_revision=AR_REVISION,
+            REAL_PAIR.av,
+            REAL_PAIR.ar,
+            device=device(),
+            dtype=dtype(),
+            revision=AV_REVISION,
+            ar_revision=AR_REVISION,
         )
     ck = _toy()
     return NLA.from_pretrained(ck.av, ck.ar, device="cpu")
@@ -204,7 +210,9 @@ def single_token_id(tokenizer: Any, word: str) -> int:
     """The id of ``word`` as a continuation (`` word``); it must be one token."""
     ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"{word!r} is {len(ids)} tokens for this tokenizer ({ids}); pick a one-token word.")
+        raise ValueError(
+            f"{word!r} is {len(ids)} tokens for this tokenizer ({ids}); pick a one-token word."
+        )
     return int(ids[0])
 
 

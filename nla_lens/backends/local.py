@@ -24,7 +24,9 @@ class StopOnText:
     last ``window`` generated tokens of each row are decoded per step.
     """
 
-    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int, window: int = 16) -> None:
+    def __init__(
+        self, tokenizer: Any, stops: Sequence[str], prompt_length: int, window: int = 16
+    ) -> None:
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
         self.prompt_length = prompt_length
@@ -118,8 +120,14 @@ class LocalBackend:
 
             # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
             criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
-            kwargs["stopping_criteria"] = StoppingCriteriaList([criterion(self.tokenizer, params.stop, 0)])
-        cache = self._shared_prefix_cache(kwargs["inputs_embeds"], kwargs["attention_mask"]) if self.share_prefix else None
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [criterion(self.tokenizer, params.stop, 0)]
+            )
+        cache = (
+            self._shared_prefix_cache(kwargs["inputs_embeds"], kwargs["attention_mask"])
+            if self.share_prefix
+            else None
+        )
         if cache is not None:
             kwargs["past_key_values"] = cache
         if params.greedy:
@@ -142,4 +150,6 @@ class LocalBackend:
         if hit:
             text = text[: min(hit)]
         finished = stop_at is not None or bool(hit)
-        return GenerationOutput(text=text, token_ids=tuple(kept), finish_reason="stop" if finished else "length")
+        return GenerationOutput(
+            text=text, token_ids=tuple(kept), finish_reason="stop" if finished else "length"
+        )

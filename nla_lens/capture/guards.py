@@ -57,7 +57,9 @@ def subject_info(model: Any) -> SubjectInfo:
     if framework == "transformer_lens":
         cfg = model.cfg
         hf = getattr(model, "original_model", None)
-        name = _declared_name(getattr(hf, "config", None)) or str(getattr(cfg, "model_name", "") or "")
+        name = _declared_name(getattr(hf, "config", None)) or str(
+            getattr(cfg, "model_name", "") or ""
+        )
         return SubjectInfo(framework, int(cfg.d_model), int(cfg.n_layers), str(name))
     hf = hf_model_of(model)
     config = text_config(hf.config)

@@ -10,10 +10,18 @@ DEFAULT_TEXT = "the cat went to the old house near the river in the city"
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="explain a short text with the offline toy pair", description=__doc__)
-    p.add_argument("--text", default=DEFAULT_TEXT, help="text for the toy subject to read (toy vocabulary)")
+    p = sub.add_parser(
+        "demo", help="explain a short text with the offline toy pair", description=__doc__
+    )
     p.add_argument(
-        "--positions", type=int, nargs="*", default=None, help="token positions (default: every token after BOS)"
+        "--text", default=DEFAULT_TEXT, help="text for the toy subject to read (toy vocabulary)"
+    )
+    p.add_argument(
+        "--positions",
+        type=int,
+        nargs="*",
+        default=None,
+        help="token positions (default: every token after BOS)",
     )
     p.set_defaults(func=run)
 
@@ -35,9 +43,15 @@ def run(args: argparse.Namespace) -> int:
     vectors = nla.capture(subject, args.text, positions=positions, tokenizer=tok)[0]
     exps = nla.explain(vectors)
     base = nla.baseline
-    print(f"nla-lens demo: the toy NLA pair reads layer {nla.layer} (d_model {nla.d_model}) of the toy subject")
+    print(
+        f"nla-lens demo: the toy NLA pair reads layer {nla.layer} (d_model {nla.d_model}) of the toy subject"
+    )
     print(f"text: {args.text!r}")
-    print(f"fve_nrm baseline Var(v_n) = {base.variance:.4f} ({base.source})" if base else "no fve baseline")
+    print(
+        f"fve_nrm baseline Var(v_n) = {base.variance:.4f} ({base.source})"
+        if base
+        else "no fve baseline"
+    )
     print()
     print(f"{'pos':>4}  {'token':<12} {'cos':>6} {'fve_nrm':>8}  explanation")
     for p, e in zip(positions, exps, strict=True):
@@ -45,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
         fve = "n/a" if e.fve_nrm is None else f"{e.fve_nrm:8.3f}"
         cos = "n/a" if e.cos is None else f"{e.cos:6.3f}"
         print(f"{p:>4}  {token:<12} {cos:>6} {fve:>8}  {e.text}")
-    print(f"\n{len(positions)} positions explained and scored in {time.perf_counter() - t0:.1f}s (offline, CPU)")
+    print(
+        f"\n{len(positions)} positions explained and scored in {time.perf_counter() - t0:.1f}s (offline, CPU)"
+    )
     return 0

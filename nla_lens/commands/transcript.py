@@ -9,20 +9,30 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "transcript", help="explain every token of a prompt", description=__doc__,
+        "transcript",
+        help="explain every token of a prompt",
+        description=__doc__,
         epilog="Defaults to the shipped toy pair and subject (offline).",
     )
     p.add_argument("text", help="the user message (or plain text with --plain)")
     p.add_argument("--subject", help="subject model dir or hub id (default: the toy subject)")
     p.add_argument("--av", help="AV dir or hub id (default: the toy AV)")
     p.add_argument("--ar", help="AR dir or hub id (default: the toy AR)")
-    p.add_argument("--plain", action="store_true", help="read the text as-is instead of as a chat message")
-    p.add_argument("--reply-tokens", type=int, default=0, help="also generate and read N reply tokens")
-    p.add_argument("--samples", type=int, default=1, help="explanations per position (sampled if > 1)")
+    p.add_argument(
+        "--plain", action="store_true", help="read the text as-is instead of as a chat message"
+    )
+    p.add_argument(
+        "--reply-tokens", type=int, default=0, help="also generate and read N reply tokens"
+    )
+    p.add_argument(
+        "--samples", type=int, default=1, help="explanations per position (sampled if > 1)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--device", default=None)
     p.add_argument("--html", type=Path, help="also write notebook HTML here")
-    p.add_argument("--csv", type=Path, help="also write the table (one row per position and sample) here")
+    p.add_argument(
+        "--csv", type=Path, help="also write the table (one row per position and sample) here"
+    )
     p.set_defaults(func=run)
 
 
@@ -30,19 +40,33 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..errors import NLAError
     from ..pair import NLA
     from ..toy import checkpoints
 
-    toy = checkpoints() if not (args.subject and args.av) else None
-    subject = args.subject or str(toy.subject if toy else "")
-    nla = NLA.from_pretrained(args.av or toy.av, args.ar or (toy.ar if toy and not args.av else None), device=args.device)  # type: ignore[union-attr]
+    if args.av or args.ar or args.subject:
+        if not (args.av and args.subject):
+            raise NLAError(
+                "pass --subject and --av (and --ar for scores) together, or none of them for the toy pair."
+            )
+        subject, av, ar = args.subject, args.av, args.ar
+    else:
+        toy = checkpoints()
+        subject, av, ar = str(toy.subject), toy.av, toy.ar
+    nla = NLA.from_pretrained(av, ar, device=args.device)
     tok = AutoTokenizer.from_pretrained(subject)
-    model = AutoModelForCausalLM.from_pretrained(subject, dtype=torch.float32 if args.device in (None, "cpu") else None)
+    model = AutoModelForCausalLM.from_pretrained(
+        subject, dtype=torch.float32 if args.device in (None, "cpu") else None
+    )
     if args.device:
         model = model.to(args.device)
     inputs = args.text if args.plain else [{"role": "user", "content": args.text}]
     t = nla.transcript(
-        model.eval(), inputs, tokenizer=tok, samples=args.samples, reply_tokens=args.reply_tokens,
+        model.eval(),
+        inputs,
+        tokenizer=tok,
+        samples=args.samples,
+        reply_tokens=args.reply_tokens,
         max_new_tokens=args.max_new_tokens,
     )
     print(t.to_text())

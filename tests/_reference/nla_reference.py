@@ -36,17 +36,23 @@ class ReferenceAV:
         cfg = json.loads((path / "config.json").read_text())
         text_cfg = cfg.get("text_config", cfg)
         d = text_cfg["hidden_size"]
-        self.embed_scale = math.sqrt(d) if text_cfg.get("model_type", cfg["model_type"]) in _SCALED else 1.0
+        self.embed_scale = (
+            math.sqrt(d) if text_cfg.get("model_type", cfg["model_type"]) in _SCALED else 1.0
+        )
         with safe_open(str(path / "model.safetensors"), framework="pt") as f:
             key = next(k for k in f.keys() if k.endswith("embed_tokens.weight"))  # noqa: SIM118
             self.table = f.get_tensor(key).float()
         self.inj_scale = _scale(self.meta["extraction"]["injection_scale"], d)
         t = self.meta["tokens"]
         self.inj_id, self.left, self.right = (
-            t["injection_token_id"], t["injection_left_neighbor_id"], t["injection_right_neighbor_id"]
+            t["injection_token_id"],
+            t["injection_left_neighbor_id"],
+            t["injection_right_neighbor_id"],
         )
         templates = self.meta["prompt_templates"]
-        content = (templates.get("av") or templates["actor"]).format(injection_char=t["injection_char"])
+        content = (templates.get("av") or templates["actor"]).format(
+            injection_char=t["injection_char"]
+        )
         enc = self.tok.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=True, add_generation_prompt=True
         )
@@ -61,9 +67,12 @@ class ReferenceAV:
     def generate(self, vector: torch.Tensor, max_new_tokens: int = 40) -> str:
         emb = self._embed(self.ids)
         sites = [
-            p for p, t in enumerate(self.ids)
-            if t == self.inj_id and 0 < p < len(self.ids) - 1
-            and self.ids[p - 1] == self.left and self.ids[p + 1] == self.right
+            p
+            for p, t in enumerate(self.ids)
+            if t == self.inj_id
+            and 0 < p < len(self.ids) - 1
+            and self.ids[p - 1] == self.left
+            and self.ids[p + 1] == self.right
         ]
         if len(sites) != 1:
             raise RuntimeError(f"expected one injection site, found {len(sites)}")
@@ -104,7 +113,11 @@ class ReferenceAR:
 
     @torch.no_grad()
     def reconstruct(self, explanation: str) -> torch.Tensor:
-        ids = self.tok(self.template.format(explanation=explanation), return_tensors="pt", add_special_tokens=True)
+        ids = self.tok(
+            self.template.format(explanation=explanation),
+            return_tensors="pt",
+            add_special_tokens=True,
+        )
         h = self.backbone(input_ids=ids["input_ids"]).last_hidden_state[0, -1]
         return h @ self.head.T
 

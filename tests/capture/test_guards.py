@@ -33,8 +33,12 @@ def test_subject_info_all_frameworks(hf_model, bridge, nns_model, subject_dirs, 
     n_layers = hf_model.config.get_text_config().num_hidden_layers
     for info in infos.values():
         assert (info.d_model, info.n_layers) == (d_model, n_layers)
-        declared = getattr(hf_model.config, "nla_lens_model_id", None)  # the toy subject declares its hub id
-        assert info.name_or_path == declared or info.name_or_path.rstrip("/").endswith(subject_dirs[layout].name)
+        declared = getattr(
+            hf_model.config, "nla_lens_model_id", None
+        )  # the toy subject declares its hub id
+        assert info.name_or_path == declared or info.name_or_path.rstrip("/").endswith(
+            subject_dirs[layout].name
+        )
 
 
 def test_check_subject_passes_and_catches_mismatch(hf_model, bridge, nns_model):
