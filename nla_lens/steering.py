@@ -143,3 +143,90 @@ def steer_by_edit(
         )
         results.append(SteeringResult(a, run.vectors[0], run.explanations[0], run))
     return results
+
+
+@dataclass(frozen=True)
+class SteeredGeneration:
+    """A greedy generation under steering: prompt + new token ids, and the new text."""
+
+    token_ids: Tensor
+    prompt_length: int
+    texts: list[str]
+
+
+def steered_generate(
+    model: Any,
+    inputs: Any,
+    direction: Any,
+    alpha: float,
+    layer: int,
+    *,
+    max_new_tokens: int = 20,
+    tokenizer: Any = None,
+) -> SteeredGeneration:
+    """Greedy generation with ``alpha * direction`` added to the residual output of
+    block ``layer`` at every position, prompt and generated tokens alike.
+
+    TransformerLens: a hook on ``blocks.{layer}.hook_resid_post`` inside
+    ``bridge.hooks(...)`` around ``bridge.generate``. nnsight and Hugging Face: a
+    forward hook on the decoder block of the underlying Hugging Face model around
+    its ``generate``. Exactly ``max_new_tokens`` tokens are generated (no early
+    stop), so runs with different ``alpha`` line up token by token.
+    """
+    import functools
+
+    from .arch import decoder_layers
+    from .capture import detect_framework, encode, hf_model_of, hook_name, model_tokenizer
+    from .interventions import _hf_hook
+
+    vec = torch.as_tensor(direction).float().flatten()
+
+    def fn(resid: Tensor) -> Tensor:
+        return resid + (alpha * vec).to(resid.device, resid.dtype)
+
+    framework = detect_framework(model)
+    tok = tokenizer if tokenizer is not None else model_tokenizer(model, framework)
+    enc = encode(inputs, tok, padding_side="left")
+    ids, mask = enc.input_ids, enc.attention_mask
+    if framework == "transformer_lens":
+        if not bool(mask.all()):
+            raise VectorError(
+                "steered_generate on a TransformerBridge takes prompts of one length (no padding)."
+            )
+        with model.hooks(fwd_hooks=[(hook_name(layer), lambda act, hook: fn(act))]):
+            out = model.generate(
+                ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                stop_at_eos=False,
+                return_type="tokens",
+                verbose=False,
+            )
+    else:
+        hf: Any = hf_model_of(model)
+        device = next(hf.parameters()).device
+        handle = decoder_layers(hf)[layer].register_forward_hook(functools.partial(_hf_hook, fn))
+        pad = getattr(tok, "pad_token_id", None) if tok is not None else None
+        try:
+            with torch.inference_mode():
+                out = hf.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=pad if pad is not None else 0,
+                )
+        finally:
+            handle.remove()
+    out = out.detach().cpu()
+    n = ids.shape[1]
+    texts = (
+        [tok.decode(row[n:], skip_special_tokens=True) for row in out.tolist()]
+        if tok is not None
+        else []
+    )
+    return SteeredGeneration(token_ids=out, prompt_length=n, texts=texts)

@@ -230,3 +230,25 @@ def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
         for e in nla.explain(torch.stack([cache[nla.hook_name][0, 4], h[0, 4]]), max_new_tokens=20)
     ]
     assert texts[0] == texts[1]
+
+
+def test_steered_generation_in_every_framework(nla, subjects, prompts):
+    """alpha * direction added at layer K during generation: the same tokens through
+    TransformerLens, nnsight and Hugging Face; alpha = 0 is plain greedy decoding."""
+    from nla_lens.steering import steered_generate
+
+    clean = prompts[0]
+    direction = nla.steering_vector("token : house")
+    kw = {"max_new_tokens": 6, "tokenizer": subjects["tokenizer"]}
+    plain = subjects["hf"].generate(
+        input_ids=clean, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0
+    )
+    zero = steered_generate(subjects["hf"], clean, direction, 0.0, nla.layer, **kw)
+    assert torch.equal(zero.token_ids, plain)
+    runs = {
+        f: steered_generate(subjects[f], clean, direction, 3.0, nla.layer, **kw) for f in FRAMEWORKS
+    }
+    assert torch.equal(runs["transformer_lens"].token_ids, runs["hf"].token_ids)
+    assert torch.equal(runs["nnsight"].token_ids, runs["hf"].token_ids)
+    assert not torch.equal(runs["hf"].token_ids, plain)  # the steering changed the generation
+    assert runs["hf"].prompt_length == clean.shape[1] and len(runs["hf"].texts) == 1
