@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 import torch
 
 from nla_lens import NLA, toy
-from nla_lens.explanation import extract_explanation
+from nla_lens.core.explanation import extract_explanation
 
 GOAL = 8.0  # batched / one-at-a-time throughput
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from nla_lens.capture import capture_residual
+from nla_lens.subjects import capture_residual
 
 GOAL = 1.10  # capture time / plain forward time, at most
 

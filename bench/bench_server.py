@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 import torch
 
-from nla_lens.backends.base import SamplingParams
+from nla_lens.core.backend import Sampling
 from nla_lens.backends.sglang import SGLangBackend
 from nla_lens.backends.vllm import VLLMServerBackend
 from tests.serving.loopback import LoopbackServer
@@ -56,7 +56,7 @@ def bench(
         with torch.no_grad():
             prompts = emb(torch.randint(9, emb.weight.shape[0], (n, 100))).clone()
         prompts[:, 50] = torch.randn(n, prompts.shape[-1]) * 8.0
-        params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+        params = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
         rows = []
         for name, make in (
             ("sglang", lambda k: SGLangBackend(srv.url, max_in_flight=k)),

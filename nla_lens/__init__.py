@@ -3,90 +3,73 @@
 >>> from nla_lens import NLA
 >>> nla = NLA.from_pretrained("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar")  # doctest: +SKIP
 >>> nla.explain(vectors)  # doctest: +SKIP
+
+The top level holds what a notebook user calls: the pair (:class:`NLA`), the
+experiment verbs, :func:`explain_dataset`, the result types and
+:class:`NLAError`. Errors live in :mod:`nla_lens.errors`, backends in
+:mod:`nla_lens.backends`, capture and edits in :mod:`nla_lens.subjects`.
 """
 
 from __future__ import annotations
 
-from .backends import (
-    GenerationBackend,
-    GenerationOutput,
-    LocalBackend,
-    SamplingParams,
-    SGLangBackend,
-    VLLMEngineBackend,
-    VLLMServerBackend,
+from .core.explanation import Explanation
+from .core.metrics import Scores
+from .core.reconstructor import Reconstructor
+from .core.releases import RELEASED_PAIRS
+from .core.sampling import Sampling
+from .core.verbalizer import Verbalizer
+from .errors import NLAError
+from .experiments import (
+    ExplainedRun,
+    RunDiff,
+    SearchHit,
+    SteeredGeneration,
+    SteeringResult,
+    Transcript,
+    activation_patching,
+    add_direction,
+    explain_run,
+    patching_html,
+    plot_patching,
+    steer_by_edit,
+    steered_generate,
+    steering_vector,
 )
-from .cache import ExplanationCache
-from .embedding import EmbeddingTable
-from .errors import (
-    BackendError,
-    CaptureError,
-    CheckpointNotFoundError,
-    IncompleteResultsError,
-    InjectionError,
-    MissingExtraError,
-    MissingValueHeadError,
-    NLAError,
-    PairMismatchError,
-    RoleMismatchError,
-    SidecarError,
-    SubjectMismatchError,
-    TokenizerDriftError,
-    UnsupportedArchitectureError,
-    VectorError,
-)
-from .explanation import Explanation, extract_explanation
-from .jobs import JobResult, explain_dataset
-from .metrics import PUBLISHED_BASELINES, Baseline, Scores, estimate_baseline
-from .pair import NLA
-from .provenance import Provenance
-from .reconstructor import Reconstructor
-from .releases import RELEASED_PAIRS, ReleasedPair
-from .sidecar import NLAMeta, load_sidecar
-from .verbalizer import Verbalizer
+from .lens import NLA
+from .serving import ExplanationCache, JobResult, explain_dataset
+from .subjects import ResidualEdit, ResidualRecorder, capture_residual, residual_edit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "NLA",
-    "PUBLISHED_BASELINES",
     "RELEASED_PAIRS",
-    "BackendError",
-    "Baseline",
-    "CaptureError",
-    "CheckpointNotFoundError",
-    "EmbeddingTable",
+    "ExplainedRun",
     "Explanation",
     "ExplanationCache",
-    "GenerationBackend",
-    "GenerationOutput",
-    "IncompleteResultsError",
-    "InjectionError",
     "JobResult",
-    "LocalBackend",
-    "MissingExtraError",
-    "MissingValueHeadError",
     "NLAError",
-    "NLAMeta",
-    "PairMismatchError",
-    "Provenance",
     "Reconstructor",
-    "ReleasedPair",
-    "RoleMismatchError",
-    "SGLangBackend",
-    "SamplingParams",
+    "ResidualEdit",
+    "ResidualRecorder",
+    "RunDiff",
+    "Sampling",
     "Scores",
-    "SidecarError",
-    "SubjectMismatchError",
-    "TokenizerDriftError",
-    "UnsupportedArchitectureError",
-    "VLLMEngineBackend",
-    "VLLMServerBackend",
-    "VectorError",
+    "SearchHit",
+    "SteeredGeneration",
+    "SteeringResult",
+    "Transcript",
     "Verbalizer",
     "__version__",
-    "estimate_baseline",
+    "activation_patching",
+    "add_direction",
+    "capture_residual",
     "explain_dataset",
-    "extract_explanation",
-    "load_sidecar",
+    "explain_run",
+    "patching_html",
+    "plot_patching",
+    "residual_edit",
+    "steer_by_edit",
+    "steered_generate",
+    "steering_vector",
 ]

@@ -12,12 +12,15 @@ __all__ = [
     "CheckpointNotFoundError",
     "IncompleteResultsError",
     "InjectionError",
+    "JobMismatchError",
     "MissingExtraError",
     "MissingValueHeadError",
     "NLAError",
     "PairMismatchError",
     "RoleMismatchError",
+    "SamplingError",
     "SidecarError",
+    "StoreError",
     "SubjectMismatchError",
     "TokenizerDriftError",
     "UnsupportedArchitectureError",
@@ -57,6 +60,10 @@ class VectorError(NLAError, ValueError):
     """A vector has the wrong width, or is NaN, infinite or all-zero."""
 
 
+class SamplingError(NLAError, ValueError):
+    """A sampling setting is out of range (temperature, top_p, max_new_tokens, seed, ...)."""
+
+
 class PairMismatchError(NLAError):
     """The AV and AR of a pair disagree (d_model, layer)."""
 
@@ -75,6 +82,15 @@ class CaptureError(NLAError):
 
 class BackendError(NLAError):
     """A generation backend failed: a 4xx reply, a malformed reply, or exhausted retries."""
+
+
+class StoreError(NLAError):
+    """A cache or job-progress database cannot be used (a directory, not a database,
+    corrupt, locked by another job, or the disk is full)."""
+
+
+class JobMismatchError(NLAError):
+    """A dataset job's saved progress belongs to other input, checkpoints or settings."""
 
 
 class IncompleteResultsError(NLAError):

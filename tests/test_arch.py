@@ -10,8 +10,9 @@ import torch
 import yaml
 from torch import nn
 
-from nla_lens import NLA, Reconstructor, UnsupportedArchitectureError, Verbalizer
-from nla_lens.arch import arch_for, decoder_layers, embed_scale
+from nla_lens import NLA, Reconstructor, Verbalizer
+from nla_lens.errors import UnsupportedArchitectureError
+from nla_lens.core.arch import arch_for, decoder_layers, embed_scale
 
 
 def configs(vocab_size: int = 401):

@@ -115,7 +115,8 @@ def test_toy_quality(nla, toy_residuals):
 
 def test_partial_results_survive_a_failing_backend(nla, toy_residuals):
     """A backend that dies part-way: the finished decodes come back on the error."""
-    from nla_lens import IncompleteResultsError, Verbalizer
+    from nla_lens import Verbalizer
+    from nla_lens.errors import IncompleteResultsError
 
     real = nla.av.backend
     calls = []
@@ -139,10 +140,10 @@ def test_partial_results_survive_a_failing_backend(nla, toy_residuals):
 
 def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
     """The local backend prefills the shared prompt prefix once; decodes are unchanged."""
-    from nla_lens.backends import LocalBackend, SamplingParams
+    from nla_lens.backends import LocalBackend, Sampling
 
     embeds = nla.av.prompt_embeds(toy_residuals[0][:16])
-    params = SamplingParams(max_new_tokens=20)
+    params = Sampling(max_new_tokens=20)
     shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
     plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
     assert (
@@ -152,7 +153,7 @@ def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
     assert [o.text for o in shared.generate(embeds, params)] == [
         o.text for o in plain.generate(embeds, params)
     ]
-    sampled = SamplingParams(temperature=1.0, max_new_tokens=20, seed=3)
+    sampled = Sampling(temperature=1.0, max_new_tokens=20, seed=3)
     assert [o.text for o in shared.generate(embeds, sampled)] == [
         o.text for o in plain.generate(embeds, sampled)
     ]
@@ -165,17 +166,17 @@ def test_explain_through_the_cache(nla, toy_residuals, tmp_path):
     v = toy_residuals[0][:6]
     first = nla.explain(v[:4], max_new_tokens=20, cache=cache)
     calls = []
-    real = nla._explain
+    real = nla.av.explain_rows
 
-    def counting(rows, **kw):
+    def counting(rows, *args, **kw):
         calls.append(len(rows))
-        return real(rows, **kw)
+        return real(rows, *args, **kw)
 
-    nla._explain = counting
+    nla.av.explain_rows = counting
     try:
         again = nla.explain(v, max_new_tokens=20, cache=cache)
     finally:
-        del nla._explain
+        del nla.av.explain_rows
     assert calls == [2]  # only the two new rows were computed
     assert [e.text for e in again[:4]] == [e.text for e in first]
     assert [e.cos for e in again[:4]] == pytest.approx([e.cos for e in first])

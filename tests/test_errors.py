@@ -9,17 +9,15 @@ import pytest
 import torch
 import yaml
 
-from nla_lens import (
-    NLA,
+from nla_lens import NLA, Reconstructor, Verbalizer
+from nla_lens.errors import (
     CheckpointNotFoundError,
     MissingValueHeadError,
     NLAError,
     PairMismatchError,
-    Reconstructor,
     RoleMismatchError,
     TokenizerDriftError,
     VectorError,
-    Verbalizer,
 )
 
 pytestmark = pytest.mark.integration
@@ -119,7 +117,7 @@ def test_av_and_ar_with_different_d_model(toy, tmp_path):
 
 
 def test_sidecar_for_other_weights(toy, tmp_path):
-    from nla_lens import SidecarError
+    from nla_lens.errors import SidecarError
 
     bad = edited_copy(toy.av, tmp_path / "av", lambda m: m.update(d_model=128))
     with pytest.raises(SidecarError, match="hidden_size=64"):

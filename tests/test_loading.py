@@ -8,7 +8,9 @@ from typing import ClassVar
 
 import pytest
 
-from nla_lens import NLA, CheckpointNotFoundError, loading
+from nla_lens import NLA
+from nla_lens.core import loading
+from nla_lens.errors import CheckpointNotFoundError
 
 pytestmark = pytest.mark.integration
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

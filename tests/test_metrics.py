@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from nla_lens.errors import VectorError
-from nla_lens.metrics import (
+from nla_lens.core.metrics import (
     PUBLISHED_BASELINES,
     baseline_for,
     estimate_baseline,
     normalize,
     score_vectors,
 )
-from nla_lens.vectors import as_vector_batch
+from nla_lens.core.vectors import as_vector_batch
 
 
 def test_mse_nrm_is_two_one_minus_cos():

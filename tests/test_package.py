@@ -14,7 +14,10 @@ def test_public_names():
         assert hasattr(nla_lens, name), name
     for name in ("NLA", "NLAError", "Explanation", "Verbalizer", "Reconstructor"):
         assert name in nla_lens.__all__
-    assert issubclass(nla_lens.VectorError, nla_lens.NLAError)
+    from nla_lens import errors
+
+    assert issubclass(errors.VectorError, nla_lens.NLAError)
+    assert all(issubclass(getattr(errors, n), nla_lens.NLAError) for n in errors.__all__)
     assert all(
         issubclass(getattr(nla_lens, n), nla_lens.NLAError)
         for n in nla_lens.__all__
@@ -24,7 +27,7 @@ def test_public_names():
 
 def test_import_is_light_and_side_effect_free():
     code = (
-        "import sys, json; hook = sys.excepthook; import nla_lens, nla_lens.capture, nla_lens.backends; "
+        "import sys, json; hook = sys.excepthook; import nla_lens, nla_lens.subjects, nla_lens.backends; "
         "print(json.dumps({'mods': sorted(m for m in ('nnsight', 'transformer_lens', 'aiohttp', 'vllm', "
         "'pandas', 'matplotlib') if m in sys.modules), 'hook': sys.excepthook is hook}))"
     )
@@ -36,7 +39,7 @@ def test_import_is_light_and_side_effect_free():
 def test_public_tensor_signatures_are_typed():
     import inspect
 
-    from nla_lens.metrics import score_vectors
+    from nla_lens.core.metrics import score_vectors
 
     for fn in (
         nla_lens.Verbalizer.prompt_embeds,

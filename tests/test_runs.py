@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 
-from nla_lens.interventions import residual_edit
-from nla_lens.patching import activation_patching, patching_html, plot_patching
-from nla_lens.runs import ExplainedRun
-from nla_lens.steering import add_direction, steer_by_edit
+from nla_lens.subjects import residual_edit
+from nla_lens.experiments.patching import activation_patching, patching_html, plot_patching
+from nla_lens.experiments.runs import ExplainedRun
+from nla_lens.experiments.steering import add_direction, steer_by_edit
 from tests.conftest import content_vocab
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def subjects(toy):
     import nnsight
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nla_lens.capture import boot_bridge
+    from nla_lens.subjects import boot_bridge
 
     def load():
         return AutoModelForCausalLM.from_pretrained(str(toy.subject), dtype=torch.float32).eval()
@@ -59,7 +59,7 @@ def kw(framework, subjects):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
-    from nla_lens.capture import capture_residual
+    from nla_lens.subjects import capture_residual
 
     model, (clean, corrupt) = subjects[framework], prompts
     extra = kw(framework, subjects)
@@ -77,7 +77,7 @@ def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
         clean,
         positions=POSITIONS,
         max_new_tokens=20,
-        **residual_edit(model, layer, lambda r: corrupt_resid.to(r.dtype)),
+        **residual_edit(layer, lambda r: corrupt_resid.to(r.dtype)),
         **extra,
     )
     assert patched.texts == corrupt_run.texts
@@ -86,7 +86,7 @@ def test_patching_whole_stream_below_k(nla, subjects, prompts, framework):
         clean,
         positions=POSITIONS,
         max_new_tokens=20,
-        **residual_edit(model, layer, lambda r: r),
+        **residual_edit(layer, lambda r: r),
         **extra,
     )
     assert noop.texts == clean_run.texts
@@ -129,7 +129,7 @@ def test_activation_patching_table(nla, subjects, prompts, framework):
 def test_patching_metrics_at_the_last_block(nla, subjects, prompts):
     """Patching the last position at the last block makes the last-position logits the
     corrupted run's, so the metrics must equal the corrupted run's values."""
-    from nla_lens.patching import kl_to_clean
+    from nla_lens.experiments.patching import kl_to_clean
 
     model, (clean, corrupt) = subjects["hf"], prompts
     last = model.config.num_hidden_layers - 1
@@ -179,7 +179,7 @@ def test_steering_by_description(nla, subjects, prompts, framework):
             clean,
             positions=pos,
             max_new_tokens=20,
-            **add_direction(model, direction, alpha, nla.layer, positions=pos),
+            **add_direction(direction, alpha, nla.layer, positions=pos),
         )
         named.append(target in run.texts[0].split())
         cos_to_target.append(
@@ -235,7 +235,7 @@ def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
 def test_steered_generation_in_every_framework(nla, subjects, prompts):
     """alpha * direction added at layer K during generation: the same tokens through
     TransformerLens, nnsight and Hugging Face; alpha = 0 is plain greedy decoding."""
-    from nla_lens.steering import steered_generate
+    from nla_lens.experiments.steering import steered_generate
 
     clean = prompts[0]
     direction = nla.steering_vector("token : house")

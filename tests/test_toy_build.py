@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from nla_lens.errors import CheckpointNotFoundError
-from nla_lens.sidecar import load_sidecar, verify_tokenizer
+from nla_lens.core.sidecar import load_sidecar, verify_tokenizer
 from nla_lens.toy import EXTRACTION_LAYER, checkpoints
 
 pytestmark = pytest.mark.integration
@@ -237,7 +237,7 @@ def test_subject_declares_its_hub_id(toy, nla):
     base-model check accepts the local toy subject in both layouts, silently."""
     import warnings
 
-    from nla_lens.capture.guards import MODEL_ID_KEY
+    from nla_lens.subjects.guards import MODEL_ID_KEY
 
     base = _meta(toy.av)["base_checkpoint"]
     assert nla.base_model == base

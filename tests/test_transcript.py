@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nla_lens import NLAError
-from nla_lens.transcript import Transcript
+from nla_lens.experiments.transcript import Transcript
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_mismatched_subject_refused_before_any_generation(nla, subject):
     """Wrong d_model or a layer out of range: SubjectMismatchError before the AV runs."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from nla_lens import SubjectMismatchError
+    from nla_lens.errors import SubjectMismatchError
 
     _, tok = subject
     calls = []

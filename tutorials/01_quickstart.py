@@ -48,7 +48,8 @@ from _setup import (
     save_figure,
 )
 
-from nla_lens import NLA, PUBLISHED_BASELINES, Verbalizer
+from nla_lens import NLA, Verbalizer
+from nla_lens.core import PUBLISHED_BASELINES
 
 banner("01 quickstart")
 nla = load_pair()

@@ -36,7 +36,7 @@ from _setup import (
     single_token_id,
 )
 
-from nla_lens.interventions import layer_envoy
+from nla_lens.subjects import layer_envoy
 
 banner("02 nnsight tracer")
 torch.set_grad_enabled(False)  # inference only: traces keep no autograd graph

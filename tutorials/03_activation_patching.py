@@ -41,13 +41,13 @@ from _setup import (
     single_token_id,
 )
 
-from nla_lens.capture import ResidualRecorder, hook_name
-from nla_lens.patching import activation_patching, patching_html, plot_patching
+from nla_lens.subjects import ResidualRecorder, hook_name
+from nla_lens.experiments.patching import activation_patching, patching_html, plot_patching
 
 banner("03 activation patching")
 torch.set_grad_enabled(False)  # inference only
 nla = load_pair()
-subject = load_subject("transformer_lens")  # nla_lens.capture.boot_bridge(hf_model, tokenizer)
+subject = load_subject("transformer_lens")  # nla_lens.subjects.boot_bridge(hf_model, tokenizer)
 bridge = subject.model
 check_known_words(bridge.tokenizer, CLEAN_TEXT, CORRUPT_TEXT)
 print(

@@ -47,7 +47,7 @@ from _setup import (
     single_token_id,
 )
 
-from nla_lens.steering import add_direction, steer_by_edit
+from nla_lens.experiments.steering import add_direction, steer_by_edit
 
 banner("04 transcripts and steering")
 nla = load_pair()
@@ -114,7 +114,7 @@ for centered in (False, True):
 # `nla.steering_vector(description)` is the AR's reconstruction of the
 # description, unit-normalised and scaled to a typical residual norm (here, the
 # median norm of our own activations); `subtract=` makes it contrastive.
-# `add_direction(model, direction, alpha, layer, positions=...)` returns the
+# `add_direction(direction, alpha, layer, positions=...)` returns the
 # hook keywords for this kind of model, for `nla.explain_run`.
 #
 # We steer the clean sentence at the animal's position, at layer `K`, toward
@@ -135,7 +135,7 @@ alphas = [0.0, 0.25, 0.5, 1.0, 2.0]
 sweep = []
 for kind, direction in directions.items():
     for alpha in alphas:
-        edit = add_direction(model, direction, alpha, nla.layer, positions=p)
+        edit = add_direction(direction, alpha, nla.layer, positions=p)
         run = nla.explain_run(
             model, CLEAN_TEXT, positions=[p], label=f"{kind} {alpha:g}", **edit, **subject.kwargs
         )

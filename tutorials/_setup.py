@@ -179,7 +179,7 @@ def load_subject(framework: Framework = "hf") -> Subject:
     if framework == "hf":
         return Subject(hf, tokenizer, hf, framework)
     if framework == "transformer_lens":
-        from nla_lens.capture import boot_bridge
+        from nla_lens.subjects import boot_bridge
 
         with warnings.catch_warnings():  # TransformerLens is chatty about optional processors
             warnings.simplefilter("ignore")

@@ -6,8 +6,8 @@ Server clients (``sglang``, ``vllm``) import their HTTP stack (aiohttp, extra
 
 from __future__ import annotations
 
-from .base import GenerationBackend, GenerationOutput, SamplingParams
-from .local import LocalBackend
+from ..core.backend import GenerationBackend, GenerationOutput, Sampling
+from ..core.local_backend import LocalBackend
 from .sglang import SGLangBackend
 from .vllm import VLLMEngineBackend, VLLMServerBackend
 
@@ -16,7 +16,7 @@ __all__ = [
     "GenerationOutput",
     "LocalBackend",
     "SGLangBackend",
-    "SamplingParams",
+    "Sampling",
     "VLLMEngineBackend",
     "VLLMServerBackend",
 ]

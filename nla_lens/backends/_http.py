@@ -22,8 +22,8 @@ from typing import Any, Literal
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.backend import GenerationOutput, Sampling
 from ..errors import BackendError, MissingExtraError
-from .base import GenerationOutput, SamplingParams
 
 __all__ = ["HTTPBackend", "finish_from_text", "import_aiohttp", "run_sync"]
 
@@ -55,7 +55,7 @@ def run_sync(coro: Any) -> Any:
 
 
 def finish_from_text(
-    text: str, params: SamplingParams, reported: Any
+    text: str, params: Sampling, reported: Any
 ) -> tuple[str, Literal["stop", "length"] | None]:
     """The text cut after its first stop string (kept, as the local backend does) and the
     finish reason: the server's ``"stop"``/``"length"``, inferred when it gave none, None
@@ -116,17 +116,17 @@ class HTTPBackend:
         self.headers = dict(headers or {})
 
     # ---- to implement --------------------------------------------------------
-    def _body(self, embeds: Tensor, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _body(self, embeds: Tensor, params: Sampling, index: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _parse(self, reply: Any, params: SamplingParams) -> GenerationOutput:
+    def _parse(self, reply: Any, params: Sampling) -> GenerationOutput:
         raise NotImplementedError
 
     # ---- public ----------------------------------------------------------------
     def generate(
         self,
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
-        params: SamplingParams,
+        params: Sampling,
     ) -> list[GenerationOutput]:
         """One output per prompt, in order. Raises :class:`BackendError` on failure."""
         result: list[GenerationOutput] = run_sync(self.agenerate(prompt_embeds, params))
@@ -135,7 +135,7 @@ class HTTPBackend:
     async def agenerate(
         self,
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
-        params: SamplingParams,
+        params: Sampling,
     ) -> list[GenerationOutput]:
         """The coroutine behind :meth:`generate`, for callers already in an event loop."""
         aiohttp = import_aiohttp()
@@ -167,7 +167,7 @@ class HTTPBackend:
         session: Any,
         sem: asyncio.Semaphore,
         embeds: Tensor,
-        params: SamplingParams,
+        params: Sampling,
         index: int,
     ) -> GenerationOutput:
         # Encoded on first send, so only the bodies of prompts in flight (or retrying) are alive.

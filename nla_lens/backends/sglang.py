@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import Tensor
 
+from ..core.backend import GenerationOutput, Sampling
 from ._http import HTTPBackend, finish_from_text
-from .base import GenerationOutput, SamplingParams
 
 __all__ = ["SGLangBackend"]
 
@@ -38,7 +38,7 @@ class SGLangBackend(HTTPBackend):
     name = "sglang"
     path = "/generate"
 
-    def _body(self, embeds: Tensor, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _body(self, embeds: Tensor, params: Sampling, index: int) -> dict[str, Any]:
         sampling: dict[str, Any] = {
             "temperature": float(params.temperature),
             "max_new_tokens": int(params.max_new_tokens),
@@ -51,7 +51,7 @@ class SGLangBackend(HTTPBackend):
             sampling["sampling_seed"] = int(params.seed) + index
         return {"input_embeds": embeds.detach().float().cpu().tolist(), "sampling_params": sampling}
 
-    def _parse(self, reply: Any, params: SamplingParams) -> GenerationOutput:
+    def _parse(self, reply: Any, params: Sampling) -> GenerationOutput:
         if isinstance(reply, list):
             if len(reply) != 1:
                 raise self._malformed(reply, f"a list of {len(reply)} results for one prompt")

@@ -26,9 +26,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.backend import GenerationOutput, Sampling
 from ..errors import BackendError, MissingExtraError
 from ._http import HTTPBackend, finish_from_text
-from .base import GenerationOutput, SamplingParams
 
 __all__ = ["VLLMEngineBackend", "VLLMServerBackend", "encode_prompt_embeds"]
 
@@ -62,7 +62,7 @@ class VLLMServerBackend(HTTPBackend):
         super().__init__(url, **options)
         self.model = model
 
-    def _body(self, embeds: Tensor, params: SamplingParams, index: int) -> dict[str, Any]:
+    def _body(self, embeds: Tensor, params: Sampling, index: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt_embeds": encode_prompt_embeds(embeds),
             "max_tokens": int(params.max_new_tokens),
@@ -79,7 +79,7 @@ class VLLMServerBackend(HTTPBackend):
             body["seed"] = int(params.seed) + index
         return body
 
-    def _parse(self, reply: Any, params: SamplingParams) -> GenerationOutput:
+    def _parse(self, reply: Any, params: Sampling) -> GenerationOutput:
         choices = reply.get("choices") if isinstance(reply, dict) else None
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
             raise self._malformed(reply, "expected 'choices' with exactly one entry")
@@ -122,8 +122,8 @@ class VLLMEngineBackend:
         kwargs = {**engine_kwargs, "enable_prompt_embeds": True}
         self.llm = vllm.LLM(model=self.checkpoint_dir, **kwargs)
 
-    def _sampling(self, params: SamplingParams, index: int) -> Any:
-        return self._vllm.SamplingParams(
+    def _sampling(self, params: Sampling, index: int) -> Any:
+        return self._vllm.Sampling(
             temperature=float(params.temperature),
             top_p=float(params.top_p),
             max_tokens=int(params.max_new_tokens),
@@ -136,7 +136,7 @@ class VLLMEngineBackend:
     def generate(
         self,
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
-        params: SamplingParams,
+        params: Sampling,
     ) -> list[GenerationOutput]:
         items = [e.detach().to("cpu").contiguous() for e in prompt_embeds]
         if not items:

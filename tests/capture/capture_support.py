@@ -156,7 +156,7 @@ def boot_from_dir(path: Path):
     """``TransformerBridge.boot_transformers`` from a local directory, offline, no processing."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from nla_lens.capture.tlens import _no_torchvision_autoinstall
+    from nla_lens.subjects.bridge import _no_torchvision_autoinstall
 
     with _no_torchvision_autoinstall():
         return TransformerBridge.boot_transformers(str(path), device="cpu", dtype=torch.float32)

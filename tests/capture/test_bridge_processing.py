@@ -22,7 +22,7 @@ import pytest
 import torch
 from capture_support import TEXT, boot_from_dir, make_tokenizer, rel
 
-from nla_lens.capture import (
+from nla_lens.subjects import (
     ResidualRecorder,
     bridge_changes_residuals,
     capture_residual,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from capture_support import TEXT, rel
 
-from nla_lens.arch import decoder_layers, text_model
-from nla_lens.capture import boot_bridge, capture_residual, hook_name, residual
+from nla_lens.core.arch import decoder_layers, text_model
+from nla_lens.subjects import boot_bridge, capture_residual, hook_name, residual
 
 TOL = 1e-4
 
@@ -93,7 +93,7 @@ def test_nnsight_capture_residual_matches_hidden_states(nns_model, reference):
 
 
 def test_nnsight_path_follows_the_layout(nns_model, layout):
-    from nla_lens.capture.nns import layers_envoy
+    from nla_lens.subjects.nnsight import layers_envoy
 
     expected = "model.language_model.layers" if layout == "multimodal" else "model.layers"
     assert layers_envoy(nns_model)._module is decoder_layers(nns_model._module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from capture_support import rel
 
-from nla_lens.capture import capture_residual, generate_and_capture
+from nla_lens.subjects import capture_residual, generate_and_capture
 
 TOL = 1e-4
 PROMPTS = [

@@ -11,9 +11,9 @@ import pytest
 import torch
 from capture_support import TEXT
 
-from nla_lens.capture import capture_residual, check_subject, detect_framework, subject_info
-from nla_lens.capture.guards import _hub_id
-from nla_lens.capture.nns import residual
+from nla_lens.subjects import capture_residual, check_subject, detect_framework, subject_info
+from nla_lens.subjects.guards import _hub_id
+from nla_lens.subjects.nnsight import residual
 from nla_lens.errors import CaptureError, NLAError, SubjectMismatchError
 
 BASE = "google/gemma-3-12b-it"
@@ -110,7 +110,7 @@ def test_base_model_name_check(hf_model, name, outcome):
         with pytest.raises(SubjectMismatchError, match="base_model=None"):
             check_subject(hf_model, **kwargs)
     elif outcome == "warn":
-        from nla_lens.capture import guards
+        from nla_lens.subjects import guards
 
         guards._WARNED.clear()
         with pytest.warns(UserWarning, match="gemma-3-12b-it"):
@@ -144,7 +144,7 @@ def test_detect_framework_refuses_other_objects():
 
 def test_import_does_not_pull_optional_frameworks():
     code = (
-        "import sys, nla_lens.capture, nla_lens.capture.tlens, nla_lens.capture.nns; "
+        "import sys, nla_lens.subjects, nla_lens.subjects.bridge, nla_lens.subjects.nnsight; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('nnsight', 'transformer_lens')); "
         "assert not bad, bad; "
         "assert sys.excepthook is sys.__excepthook__"

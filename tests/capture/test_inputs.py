@@ -6,8 +6,8 @@ import pytest
 import torch
 from capture_support import make_tokenizer
 
-from nla_lens.capture import encode, resolve_positions
-from nla_lens.capture.inputs import pad_rows
+from nla_lens.subjects import encode, resolve_positions
+from nla_lens.subjects.inputs import pad_rows
 from nla_lens.errors import CaptureError
 
 CHAT = [{"role": "user", "content": "what is the capital of france ?"}]

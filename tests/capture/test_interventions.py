@@ -10,8 +10,8 @@ import pytest
 import torch
 from capture_support import TEXT, rel
 
-from nla_lens.arch import decoder_layers
-from nla_lens.capture import ResidualRecorder, capture_residual, hook_name
+from nla_lens.core.arch import decoder_layers
+from nla_lens.subjects import ResidualRecorder, capture_residual, hook_name
 from nla_lens.errors import CaptureError
 
 TOL = 1e-4
@@ -102,7 +102,7 @@ def test_capture_residual_bridge_hook_at_the_read_layer_is_seen(bridge):
 
 
 def test_nnsight_intervene_before_reading(nns_model, delta, edited_reference):
-    from nla_lens.capture.nns import layers_envoy
+    from nla_lens.subjects.nnsight import layers_envoy
 
     def intervene(model):
         block0 = layers_envoy(model)[0]
@@ -124,7 +124,7 @@ def test_options_must_match_the_framework(hf_model, tokenizer, bridge, nns_model
 
 
 def test_nnsight_intervene_after_the_read_layer_is_refused(nns_model):
-    from nla_lens.capture.nns import layers_envoy
+    from nla_lens.subjects.nnsight import layers_envoy
 
     def too_late(model):
         _ = layers_envoy(model)[LAYER + 1].output

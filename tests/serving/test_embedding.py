@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nla_lens import embedding as embedding_module
-from nla_lens.embedding import EmbeddingTable, find_embedding_key
+from nla_lens.core import embedding as embedding_module
+from nla_lens.core.embedding import EmbeddingTable, find_embedding_key
 from nla_lens.errors import CheckpointNotFoundError, UnsupportedArchitectureError
 
 

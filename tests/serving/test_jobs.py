@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nla_lens.errors import NLAError, VectorError
-from nla_lens.jobs import PARTIAL_SUFFIX, explain_dataset, read_vectors
+from nla_lens.serving.jobs import PARTIAL_SUFFIX, explain_dataset, read_vectors
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

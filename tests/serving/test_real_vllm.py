@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nla_lens.backends.base import SamplingParams
+from nla_lens.core.backend import Sampling
 from nla_lens.backends.vllm import VLLMServerBackend
 
 from .test_wire import Local
@@ -47,7 +47,7 @@ pytestmark = [
     ),
 ]
 
-PARAMS = SamplingParams(temperature=0.0, max_new_tokens=16)
+PARAMS = Sampling(temperature=0.0, max_new_tokens=16)
 
 
 def _free_port() -> int:
@@ -166,7 +166,7 @@ def test_server_equals_local_greedy(vllm_server, decoder) -> None:
     want = [local.generate([e], PARAMS)[0] for e in items]
     got = VLLMServerBackend(url, model, timeout=120.0).generate(items, PARAMS)
     assert [(o.text, o.finish_reason) for o in got] == [(o.text, o.finish_reason) for o in want]
-    no_stop = local.backend.generate([items[0]], SamplingParams(max_new_tokens=16, stop=()))[0]
+    no_stop = local.backend.generate([items[0]], Sampling(max_new_tokens=16, stop=()))[0]
     assert got[0].token_ids == no_stop.token_ids[: len(got[0].token_ids)]
 
 

@@ -16,8 +16,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nla_lens.backends.base import GenerationOutput, SamplingParams
-from nla_lens.backends.local import LocalBackend
+from nla_lens.core.backend import GenerationOutput, Sampling
+from nla_lens.core.local_backend import LocalBackend
 from nla_lens.backends.sglang import SGLangBackend
 from nla_lens.backends.vllm import VLLMServerBackend, encode_prompt_embeds
 from nla_lens.errors import BackendError
@@ -25,7 +25,7 @@ from nla_lens.errors import BackendError
 from .loopback import Faults
 
 CLIENTS = ["sglang", "vllm"]
-PARAMS = SamplingParams(temperature=0.0, max_new_tokens=12)
+PARAMS = Sampling(temperature=0.0, max_new_tokens=12)
 
 
 def make_client(kind: str, url: str, **kw):
@@ -59,7 +59,7 @@ class Local:
     def __init__(self, model, tokenizer) -> None:
         self.backend = LocalBackend(model, tokenizer)
 
-    def generate(self, embeds, params: SamplingParams) -> list[GenerationOutput]:
+    def generate(self, embeds, params: Sampling) -> list[GenerationOutput]:
         assert params.greedy
         outs = self.backend.generate(embeds, replace(params, stop=()))
         result = []
@@ -195,7 +195,7 @@ def test_sync_generate_inside_running_loop(kind, loopback, batch, expected) -> N
 def test_seeded_sampling_reproducible_and_distinct(kind, loopback, batch) -> None:
     loopback.reset()
     # Very hot: the toy AV (and the stand-in) are so peaked that milder sampling repeats itself.
-    params = SamplingParams(temperature=25.0, max_new_tokens=12, seed=7)
+    params = Sampling(temperature=25.0, max_new_tokens=12, seed=7)
     same_prompt = [batch[0]] * 4
     a = make_client(kind, loopback.url).generate(same_prompt, params)
     b = make_client(kind, loopback.url).generate(same_prompt, params)
@@ -213,7 +213,7 @@ def test_empty_input(loopback) -> None:
 
 def test_sglang_body_is_embeddings_only() -> None:
     e = torch.randn(5, 8)
-    body = SGLangBackend("http://127.0.0.1:1")._body(e, SamplingParams(seed=3, max_new_tokens=9), 2)
+    body = SGLangBackend("http://127.0.0.1:1")._body(e, Sampling(seed=3, max_new_tokens=9), 2)
     assert set(body) == {"input_embeds", "sampling_params"}  # never input_ids / text
     assert torch.equal(torch.tensor(body["input_embeds"]), e)  # fp32 values survive JSON exactly
     sp = body["sampling_params"]
@@ -226,14 +226,14 @@ def test_vllm_body_prompt_embeds() -> None:
     big = torch.randn(64, 50, 16)
     e = big[3]  # a view into a larger storage
     body = VLLMServerBackend("http://127.0.0.1:1", "m")._body(
-        e, SamplingParams(temperature=0.5, seed=10), 4
+        e, Sampling(temperature=0.5, seed=10), 4
     )
     assert "prompt" not in body and body["model"] == "m" and body["seed"] == 14
     assert body["include_stop_str_in_output"] is True and body["max_tokens"] == 200
     raw = base64.b64decode(body["prompt_embeds"])
     assert torch.equal(torch.load(io.BytesIO(raw), weights_only=True), e)
     assert len(raw) < 2 * e.numel() * 4 + 2048  # the view alone, not the whole batch's storage
-    assert "model" not in VLLMServerBackend("http://127.0.0.1:1")._body(e, SamplingParams(), 0)
+    assert "model" not in VLLMServerBackend("http://127.0.0.1:1")._body(e, Sampling(), 0)
     assert encode_prompt_embeds(e) == body["prompt_embeds"]
 
 

@@ -17,7 +17,7 @@ import torch
 def main() -> None:
     model_dir, embeds_path, out_path = sys.argv[1:4]
     max_new = int(sys.argv[4]) if len(sys.argv) > 4 else 16
-    from nla_lens.backends.base import SamplingParams
+    from nla_lens.core.backend import Sampling
     from nla_lens.backends.vllm import VLLMEngineBackend
 
     embeds = torch.load(embeds_path, weights_only=True)
@@ -30,7 +30,7 @@ def main() -> None:
         kv_cache_memory_bytes=256 * 2**20,
     )
     t1 = time.perf_counter()
-    outs = backend.generate(embeds, SamplingParams(temperature=0.0, max_new_tokens=max_new))
+    outs = backend.generate(embeds, Sampling(temperature=0.0, max_new_tokens=max_new))
     t2 = time.perf_counter()
     result = {
         "outputs": [{"text": o.text, "token_ids": list(o.token_ids), "finish_reason": o.finish_reason} for o in outs],

@@ -1,0 +1,42 @@
+"""The ``nla-lens`` command line: ``demo``, ``transcript``, ``explain``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import NLAError
+
+_COMMANDS = ("demo", "transcript", "explain")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nla-lens",
+        description="Read residual-stream activations with Natural Language Autoencoders.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"nla_lens.cli.{name}")
+        except ModuleNotFoundError:  # a command whose module is not in this build
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except NLAError as exc:
+        print(f"nla-lens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

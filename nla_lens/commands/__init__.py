@@ -1,1 +1,0 @@
-"""Subcommands of the ``nla-lens`` CLI; each module defines ``register(subparsers)``."""

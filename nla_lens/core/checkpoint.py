@@ -1,0 +1,67 @@
+"""Opening an NLA checkpoint: resolve it, read and check its sidecar and config.
+
+Shared by the AV and AR loaders; nothing here loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import RoleMismatchError
+from .loading import (
+    CheckpointSource,
+    check_hidden_size,
+    default_device,
+    default_dtype,
+    read_config,
+    resolve_checkpoint,
+)
+from .sidecar import NLAMeta, Role, load_sidecar
+
+__all__ = ["OpenedCheckpoint", "open_checkpoint", "role_mismatch"]
+
+_NAMES = {"av": "AV (verbalizer)", "ar": "AR (reconstructor)"}
+
+
+def role_mismatch(meta: NLAMeta, wanted: Role, who: str) -> RoleMismatchError:
+    """The error for an AV given where an AR is needed, or the reverse."""
+    return RoleMismatchError(
+        f"{meta.source} is an {_NAMES[meta.role]} checkpoint (role={meta.role!r}), but {who} needs an "
+        f"{_NAMES[wanted]}. Did you swap the AV and AR? e.g. NLA.from_pretrained(av='...-av', ar='...-ar')."
+    )
+
+
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    source: CheckpointSource
+    meta: NLAMeta
+    config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+
+
+def open_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    role: Role,
+    who: str,
+    *,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    revision: str | None,
+    token: str | bool | None,
+    cache_dir: str | os.PathLike[str] | None,
+    strict_sidecar: bool,
+) -> OpenedCheckpoint:
+    """Resolve ``name_or_path``, check its sidecar's role and width, and pick device and dtype."""
+    source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+    meta = load_sidecar(source.path, strict=strict_sidecar)
+    if meta.role != role:
+        raise role_mismatch(meta, role, who)
+    config = read_config(source.path)
+    check_hidden_size(source.path, config, meta.d_model)
+    dev = torch.device(device) if device is not None else default_device()
+    return OpenedCheckpoint(source, meta, config, dev, dtype or default_dtype(dev))

@@ -1,0 +1,155 @@
+"""The in-process transformers backend: batched generation from prompt embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .backend import GenerationOutput, Sampling
+
+__all__ = ["LocalBackend", "StopOnText", "left_pad"]
+
+#: Shared prompt prefixes shorter than this are not worth a separate prefill.
+MIN_SHARED_PREFIX = 8
+
+
+class StopOnText:
+    """A ``StoppingCriteria`` that ends a row once its decoded tail contains a stop string.
+
+    Works with any tokenizer (the stop string may span several tokens); only the
+    last ``window`` generated tokens of each row are decoded per step.
+    """
+
+    def __init__(
+        self, tokenizer: Any, stops: Sequence[str], prompt_length: int, window: int = 16
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.prompt_length = prompt_length
+        self.window = window
+
+    def __call__(self, input_ids: Tensor, scores: Tensor | None = None, **kwargs: Any) -> Tensor:
+        tails = input_ids[:, self.prompt_length :][:, -self.window :].tolist()
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def left_pad(
+    prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
+) -> tuple[Float[Tensor, "n seq d_model"], Tensor]:
+    """Stack prompts of any lengths, left-padded with zeros, and their attention mask."""
+    if isinstance(prompt_embeds, Tensor) and prompt_embeds.ndim == 3:
+        n, t, _ = prompt_embeds.shape
+        return prompt_embeds, torch.ones(n, t, dtype=torch.long, device=prompt_embeds.device)
+    items = list(prompt_embeds)
+    t = max(e.shape[0] for e in items)
+    out = items[0].new_zeros(len(items), t, items[0].shape[-1])
+    mask = torch.zeros(len(items), t, dtype=torch.long, device=out.device)
+    for i, e in enumerate(items):
+        out[i, t - e.shape[0] :] = e
+        mask[i, t - e.shape[0] :] = 1
+    return out, mask
+
+
+class LocalBackend:
+    """Decodes with a Hugging Face causal LM in this process.
+
+    Prompts of equal length (the AV's case: one template, one injected row) are
+    run without padding, and the prefix they all share is prefilled once
+    (``share_prefix``); prompts of different lengths are left-padded with a
+    correct attention mask, from which transformers derives the positions.
+    """
+
+    name = "local"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, share_prefix: bool = True) -> None:
+        self.model: Any = model
+        self.tokenizer = tokenizer
+        self.share_prefix = share_prefix
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        eos_ids = [*eos_ids, tokenizer.eos_token_id]
+        self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor) -> Any:
+        """Prefill the prompt prefix that every row shares once, and repeat its KV cache.
+
+        AV prompts differ only from the injected row on, so the ~90% of the prompt
+        before the marker is computed once per batch instead of once per vector.
+        """
+        n, t, _ = embeds.shape
+        if n < 2 or not bool(mask.all()):
+            return None
+        same = (embeds == embeds[:1]).all(dim=2).all(dim=0)
+        prefix = int(same.long().cumprod(0).sum())
+        prefix = min(prefix, t - 1)  # generate needs at least one uncached prompt token
+        if prefix < MIN_SHARED_PREFIX:
+            return None
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        self.model(inputs_embeds=embeds[:1, :prefix], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(n)
+        return cache
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
+        params: Sampling,
+    ) -> list[GenerationOutput]:
+        embeds, mask = left_pad(prompt_embeds)
+        device = next(self.model.parameters()).device
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": embeds.to(device),
+            "attention_mask": mask.to(device),
+            "max_new_tokens": params.max_new_tokens,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "do_sample": not params.greedy,
+        }
+        if params.stop:
+            from transformers import StoppingCriteria, StoppingCriteriaList
+
+            # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
+            criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [criterion(self.tokenizer, params.stop, 0)]
+            )
+        cache = (
+            self._shared_prefix_cache(kwargs["inputs_embeds"], kwargs["attention_mask"])
+            if self.share_prefix
+            else None
+        )
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        if params.greedy:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            out = self.model.generate(**kwargs)
+        return [self._finish(row.tolist(), params) for row in out]
+
+    def _finish(self, ids: list[int], params: Sampling) -> GenerationOutput:
+        stop_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+        kept = ids if stop_at is None else ids[:stop_at]
+        while kept and kept[-1] == self.pad_id:  # rows that stopped on a stop string are padded
+            kept.pop()
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        hit = [text.find(s) + len(s) for s in params.stop if s in text]
+        if hit:
+            text = text[: min(hit)]
+        finished = stop_at is not None or bool(hit)
+        return GenerationOutput(
+            text=text, token_ids=tuple(kept), finish_reason="stop" if finished else "length"
+        )

@@ -1,0 +1,110 @@
+"""Round-trip metrics: ``mse_nrm``, ``cos`` and ``fve_nrm`` (NLA_CONTRACT.md, Metrics).
+
+Both vectors are L2-normalised to ``mse_scale`` (= sqrt(d)) before the MSE, so
+``mse_nrm = mean((v'_n - v_n)^2) = 2 (1 - cos)``: 0 is perfect, 2 orthogonal.
+``fve_nrm = 1 - mse_nrm / Var(v_n)`` compares against the predict-the-mean
+baseline of a reference set of activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import VectorError
+
+__all__ = [
+    "PUBLISHED_BASELINES",
+    "Baseline",
+    "Scores",
+    "baseline_for",
+    "estimate_baseline",
+    "normalize",
+    "score_vectors",
+]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A predict-the-mean baseline ``Var(v_n)`` and where it came from."""
+
+    variance: float
+    source: str
+    n: int | None = None
+
+
+#: Var(v_n) on each released pair's training distribution (NLA_CONTRACT.md), keyed by AV hub id.
+PUBLISHED_BASELINES: dict[str, Baseline] = {
+    "kitft/nla-gemma3-12b-L32-av": Baseline(
+        0.0302, "published: Gemma-3-12B L32 training distribution"
+    ),
+    "kitft/nla-gemma3-27b-L41-av": Baseline(
+        0.0579, "published: Gemma-3-27B L41 training distribution"
+    ),
+    "kitft/nla-qwen2.5-7b-L20-av": Baseline(
+        0.7335, "published: Qwen2.5-7B L20 training distribution"
+    ),
+    "kitft/Llama-3.3-70B-NLA-L53-av": Baseline(
+        0.9169, "published: Llama-3.3-70B L53 training distribution"
+    ),
+}
+
+
+def baseline_for(av_id: str | None) -> Baseline | None:
+    """The published baseline for a released AV hub id (AR id also accepted), else None."""
+    if av_id is None:
+        return None
+    key = av_id[:-3] + "-av" if av_id.endswith("-ar") else av_id
+    return PUBLISHED_BASELINES.get(key)
+
+
+def normalize(v: Float[Tensor, "*batch d_model"], scale: float) -> Float[Tensor, "*batch d_model"]:
+    """Rescale to L2 norm ``scale`` (norm computed in fp32)."""
+    v32 = v.float()
+    return v32 * (scale / v32.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+def estimate_baseline(
+    vectors: Float[Tensor, "n d_model"], *, mse_scale: float | None = None
+) -> Baseline:
+    """Estimate ``Var(v_n)`` from your own activations: the mean squared deviation
+    of the normalised vectors from their mean (the predict-the-mean MSE)."""
+    if vectors.ndim != 2 or vectors.shape[0] < 2:
+        raise VectorError(
+            f"estimate_baseline needs a [n, d_model] batch with n >= 2, got shape {tuple(vectors.shape)}."
+        )
+    scale = mse_scale if mse_scale is not None else vectors.shape[-1] ** 0.5
+    vn = normalize(vectors, scale)
+    var = ((vn - vn.mean(dim=0, keepdim=True)) ** 2).mean().item()
+    return Baseline(var, f"estimated from {vectors.shape[0]} user activations", n=vectors.shape[0])
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-row round-trip scores."""
+
+    mse_nrm: Float[Tensor, " n"]
+    cos: Float[Tensor, " n"]
+    fve_nrm: Float[Tensor, " n"] | None
+
+
+def score_vectors(
+    predicted: Float[Tensor, "n d_model"],
+    original: Float[Tensor, "n d_model"],
+    *,
+    mse_scale: float,
+    baseline: float | None = None,
+) -> Scores:
+    """``mse_nrm``, ``cos`` and (with a baseline) ``fve_nrm`` of each row."""
+    if predicted.shape != original.shape:
+        raise VectorError(
+            f"shape mismatch: predicted {tuple(predicted.shape)} vs original {tuple(original.shape)}"
+        )
+    p = normalize(predicted, mse_scale)
+    g = normalize(original.to(p.device), mse_scale)
+    mse = ((p - g) ** 2).mean(dim=-1)
+    cos = (p * g).sum(dim=-1) / (mse_scale**2)
+    fve = None if baseline is None else 1.0 - mse / baseline
+    return Scores(mse_nrm=mse.cpu(), cos=cos.cpu(), fve_nrm=None if fve is None else fve.cpu())

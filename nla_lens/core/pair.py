@@ -1,0 +1,310 @@
+"""The core NLA pair: an AV and (optionally) an AR, with scores and provenance.
+
+Knows nothing of subject models or workflows: the public :class:`nla_lens.NLA`
+(in :mod:`nla_lens.lens`) adds the notebook methods on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from functools import cached_property
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import PairMismatchError
+from .backend import GenerationBackend
+from .explanation import Explanation
+from .loading import CheckpointSource
+from .metrics import Baseline, Scores, baseline_for, estimate_baseline
+from .provenance import CheckpointRecord, Provenance
+from .reconstructor import Reconstructor
+from .sampling import Sampling
+from .vectors import as_vector_batch
+from .verbalizer import Verbalizer
+
+__all__ = ["ExplainCache", "NLAPair"]
+
+
+P = TypeVar("P", bound="NLAPair")
+
+
+@runtime_checkable
+class ExplainCache(Protocol):
+    """What ``explain(cache=...)`` needs (met by :class:`nla_lens.serving.ExplanationCache`)."""
+
+    def explain_rows(
+        self, nla: NLAPair, v: Tensor, sampling: Sampling, *, score: bool, progress: bool | None
+    ) -> list[Explanation]: ...
+
+
+TOY_BASE_MODEL = "nla-lens/toy-gemma3-subject"
+
+
+def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointRecord:
+    if source is None:
+        return CheckpointRecord("<in memory>", "", None, None, None, "", sidecar_sha)
+    return CheckpointRecord(
+        name=source.name,
+        path=str(source.path),
+        hub_id=source.hub_id,
+        revision=source.revision,
+        commit=source.commit,
+        content_sha256=source.content_hash(),
+        sidecar_sha256=sidecar_sha,
+    )
+
+
+def _default_baseline(av: Verbalizer) -> Baseline | None:
+    if av.source is None:
+        return None
+    published = baseline_for(av.source.hub_id)
+    if published is not None:
+        return published
+    # A toy pair (python -m nla_lens.toy build) carries the baseline its builder measured.
+    quality = av.source.path.parent / "quality.json"
+    if av.meta.base_model == TOY_BASE_MODEL and quality.is_file():
+        data = json.loads(quality.read_text())
+        return Baseline(
+            float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n")
+        )
+    return None
+
+
+class NLAPair:
+    """A Natural Language Autoencoder pair reading layer ``K`` of a subject model.
+
+    ``nla.explain(vectors)`` verbalizes vectors with the AV and, when an AR is
+    loaded, scores each explanation by how well the AR reconstructs the vector
+    from it (``mse_nrm``, ``cos``, and ``fve_nrm`` against a baseline).
+    """
+
+    def __init__(
+        self,
+        av: Verbalizer,
+        ar: Reconstructor | None = None,
+        *,
+        baseline: Baseline | float | None = None,
+    ) -> None:
+        if ar is not None:
+            if ar.d_model != av.d_model:
+                raise PairMismatchError(
+                    f"AV {av.meta.source} reads d_model={av.d_model} but AR {ar.meta.source} has "
+                    f"d_model={ar.d_model}: they are not one pair. Load the AR released with this AV."
+                )
+            if av.layer is not None and ar.meta.layer is not None and av.layer != ar.meta.layer:
+                raise PairMismatchError(
+                    f"AV reads layer {av.layer} but AR reconstructs layer {ar.meta.layer}: not one pair."
+                )
+        self.av = av
+        self.ar = ar
+        if isinstance(baseline, (int, float)):
+            baseline = Baseline(float(baseline), "given by the user")
+        self.baseline: Baseline | None = baseline if baseline is not None else _default_baseline(av)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[P],
+        av: str | os.PathLike[str],
+        ar: str | os.PathLike[str] | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        ar_revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        backend: GenerationBackend | None = None,
+        baseline: Baseline | float | None = None,
+        strict_sidecar: bool = False,
+    ) -> P:
+        """Load a pair from local directories or hub ids.
+
+        >>> nla = NLA.from_pretrained("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar")  # doctest: +SKIP
+        """
+        verbalizer = Verbalizer.from_pretrained(
+            av,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            backend=backend,
+            strict_sidecar=strict_sidecar,
+        )
+        reconstructor = None
+        if ar is not None:
+            reconstructor = Reconstructor.from_pretrained(
+                ar,
+                device=device,
+                dtype=dtype,
+                revision=ar_revision,
+                token=token,
+                cache_dir=cache_dir,
+                strict_sidecar=strict_sidecar,
+            )
+        return cls(verbalizer, reconstructor, baseline=baseline)
+
+    # ---- what the pair reads -------------------------------------------------
+    @property
+    def d_model(self) -> int:
+        return self.av.d_model
+
+    @property
+    def layer(self) -> int:
+        """K: the pair reads the residual output of decoder block K (HF ``hidden_states[K+1]``)."""
+        layer = (
+            self.av.layer
+            if self.av.layer is not None
+            else (self.ar.meta.layer if self.ar else None)
+        )
+        if layer is None:
+            raise PairMismatchError(
+                f"{self.av.meta.source}: the sidecar has no extraction_layer_index."
+            )
+        return layer
+
+    @property
+    def hook_name(self) -> str:
+        """The TransformerLens hook point of the residual the pair reads."""
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def base_model(self) -> str | None:
+        return self.av.meta.base_model
+
+    # ---- explaining -------------------------------------------------------------
+    def explain(
+        self,
+        vectors: Any,
+        *,
+        sampling: Sampling | None = None,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+        top_p: float | None = None,
+        samples: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        score: bool = True,
+        progress: bool | None = None,
+        cache: ExplainCache | None = None,
+    ) -> list[Explanation]:
+        """Explain one ``[d]`` vector or a ``[n, d]`` batch (tensor or array, any float dtype).
+
+        Greedy (``temperature=0``) by default, for reproducible decodes; the AV was
+        trained at temperature 1.0. The settings form one :class:`Sampling`
+        (pass ``sampling=`` or its fields). Returns ``samples`` explanations per
+        vector, vector-major, each scored through the AR when one is loaded. With
+        an :class:`~nla_lens.serving.ExplanationCache`, rows already explained with
+        the same checkpoints and settings are read back instead of recomputed.
+        """
+        s = Sampling.of(
+            sampling, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
+            samples=samples, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+        v = as_vector_batch(vectors, self.d_model)
+        return self.explain_rows(v, s, score=score, progress=progress, cache=cache)
+
+    def explain_rows(
+        self,
+        v: Float[Tensor, "n d_model"],
+        sampling: Sampling,
+        *,
+        score: bool = True,
+        progress: bool | None = None,
+        cache: ExplainCache | None = None,
+    ) -> list[Explanation]:
+        """:meth:`explain` on an already validated float32 ``[n, d]`` batch (no re-checks)."""
+        if cache is not None:
+            return cache.explain_rows(self, v, sampling, score=score, progress=progress)
+        explanations = self.av.explain_rows(v, sampling, progress=progress)
+        if score and self.ar is not None:
+            explanations = self._scored(explanations, v, sampling.batch_size, progress)
+        prov = self.provenance(sampling)
+        return [replace(e, provenance=prov) for e in explanations]
+
+    def _scored(
+        self,
+        explanations: list[Explanation],
+        v: torch.Tensor,
+        batch_size: int,
+        progress: bool | None = None,
+    ) -> list[Explanation]:
+        rows = v[[e.index for e in explanations]]
+        base = None if self.baseline is None else self.baseline.variance
+        s = self._need_ar("score").score_rows(
+            [e.text for e in explanations],
+            rows,
+            baseline=base,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        fve = s.fve_nrm
+        return [
+            e.with_scores(
+                float(s.mse_nrm[i]), float(s.cos[i]), None if fve is None else float(fve[i])
+            )
+            for i, e in enumerate(explanations)
+        ]
+
+    def reconstruct(self, explanations: Any, *, batch_size: int = 64) -> torch.Tensor:
+        """AR reconstruction of explanation text(s), ``[n, d_model]``."""
+        return self._need_ar("reconstruct").reconstruct(explanations, batch_size=batch_size)
+
+    def score(self, explanations: Any, vectors: Any, *, batch_size: int = 64) -> Scores:
+        """Round-trip scores of explanations against vectors (``fve_nrm`` needs a baseline)."""
+        base = None if self.baseline is None else self.baseline.variance
+        return self._need_ar("score").score(
+            explanations, vectors, baseline=base, batch_size=batch_size
+        )
+
+    def set_baseline(self, vectors_or_variance: Any) -> Baseline:
+        """Use your own baseline: a variance, or activations to estimate ``Var(v_n)`` from."""
+        if isinstance(vectors_or_variance, (int, float)):
+            self.baseline = Baseline(float(vectors_or_variance), "given by the user")
+        else:
+            v = as_vector_batch(vectors_or_variance, self.d_model)
+            mse_scale = self.ar.mse_scale if self.ar is not None else None
+            self.baseline = estimate_baseline(v, mse_scale=mse_scale)
+        return self.baseline
+
+    def _need_ar(self, what: str) -> Reconstructor:
+        if self.ar is None:
+            raise PairMismatchError(
+                f"{what}() needs the AR (reconstructor); load the pair with "
+                "NLA.from_pretrained(av, ar) to get scores."
+            )
+        return self.ar
+
+    # ---- provenance -------------------------------------------------------------
+    @cached_property
+    def _records(self) -> tuple[CheckpointRecord, CheckpointRecord | None]:
+        av = _record(self.av.source, self.av.meta.sha256)
+        ar = None if self.ar is None else _record(self.ar.source, self.ar.meta.sha256)
+        return av, ar
+
+    def provenance(self, sampling: Sampling | None = None) -> Provenance:
+        """A :class:`Provenance` for results produced now with these sampling settings."""
+        av, ar = self._records
+        s = sampling or Sampling()
+        settings = s.to_dict()
+        settings.pop("seed")
+        return Provenance(
+            av=av,
+            ar=ar,
+            dtype=str(self.av.dtype).removeprefix("torch."),
+            backend=self.av.backend.name,
+            sampling=settings,
+            seed=s.seed,
+            baseline=None if self.baseline is None else self.baseline.variance,
+            baseline_source=None if self.baseline is None else self.baseline.source,
+        )
+
+    def __repr__(self) -> str:
+        ar = self.ar.source.name if self.ar is not None and self.ar.source else None
+        av = self.av.source.name if self.av.source else "<in memory>"
+        return f"{type(self).__name__}(av={av!r}, ar={ar!r}, layer={self.av.layer}, d_model={self.d_model}, backend={self.av.backend.name!r})"

@@ -1,0 +1,81 @@
+"""What produced a set of results, so any table can be reproduced."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+__all__ = ["IDENTITY_FIELDS", "CheckpointRecord", "Provenance", "package_version"]
+
+#: What identifies a checkpoint for caches, job fingerprints and provenance alike.
+IDENTITY_FIELDS = ("hub_id", "revision", "commit", "content_sha256", "sidecar_sha256")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint: hub id + revision + commit, or local path; content and sidecar hashes."""
+
+    name: str
+    path: str
+    hub_id: str | None
+    revision: str | None
+    commit: str | None
+    content_sha256: str
+    sidecar_sha256: str
+
+    def identity(self) -> dict[str, str | None]:
+        """The checkpoint's identity: hub id, revision, commit, content and sidecar hashes."""
+        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Checkpoints, numerics, backend, sampling and versions behind a result set."""
+
+    av: CheckpointRecord
+    ar: CheckpointRecord | None
+    dtype: str
+    backend: str
+    sampling: dict[str, Any]
+    seed: int | None
+    baseline: float | None
+    baseline_source: str | None
+    versions: dict[str, str | None] = field(
+        default_factory=lambda: {
+            "nla_lens": package_version("nla-lens"),
+            "torch": package_version("torch"),
+            "transformers": package_version("transformers"),
+        }
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What fixes a result besides the vector and the sampling settings: both
+        checkpoints' identities, dtype, backend and the fve baseline."""
+        return {
+            "av": self.av.identity(),
+            "ar": None if self.ar is None else self.ar.identity(),
+            "dtype": self.dtype,
+            "backend": self.backend,
+            "baseline": self.baseline,
+        }
+
+    def identity_hash(self) -> str:
+        """A short SHA-256 of :meth:`identity` (a cache namespace)."""
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

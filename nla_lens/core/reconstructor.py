@@ -1,0 +1,192 @@
+"""The AR adapter: explanations in, vectors out, and round-trip scores.
+
+Implements the AR recipe of NLA_CONTRACT.md: the truncated backbone (K+1
+blocks) with its final norm replaced by identity and no LM head, the prompt
+``ar_template.format(explanation=...)`` tokenized WITH special tokens (BOS),
+the last real token's hidden state, and ``value_head = Linear(d, d, bias=False)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..errors import MissingValueHeadError, SidecarError, VectorError
+from .arch import text_config, text_model
+from .checkpoint import open_checkpoint, role_mismatch
+from .loading import CheckpointSource
+from .metrics import Scores, score_vectors
+from .sidecar import NLAMeta, verify_tokenizer
+from .vectors import as_vector_batch
+
+__all__ = ["Reconstructor"]
+
+VALUE_HEAD = "value_head.safetensors"
+
+
+class Reconstructor:
+    """The activation reconstructor (AR) of an NLA pair."""
+
+    def __init__(
+        self,
+        meta: NLAMeta,
+        tokenizer: Any,
+        backbone: nn.Module,
+        value_head: nn.Linear,
+        *,
+        source: CheckpointSource | None = None,
+    ) -> None:
+        if meta.role != "ar":
+            raise role_mismatch(meta, "ar", "Reconstructor")
+        if meta.ar_template is None:
+            raise SidecarError(f"{meta.source}: AR sidecar has no prompt_templates.ar.")
+        verify_tokenizer(meta, tokenizer)
+        self.meta = meta
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+        self.value_head = value_head
+        self.source = source
+        self.template: str = meta.ar_template
+        self.mse_scale: float = meta.mse_scale if meta.mse_scale is not None else meta.sqrt_d
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        strict_sidecar: bool = False,
+    ) -> Reconstructor:
+        """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        ck = open_checkpoint(
+            name_or_path,
+            "ar",
+            "Reconstructor",
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            strict_sidecar=strict_sidecar,
+        )
+        source, meta, config, dev, dt = ck.source, ck.meta, ck.config, ck.device, ck.dtype
+        head_path = source.path / VALUE_HEAD
+        if not head_path.is_file():
+            raise MissingValueHeadError(
+                f"{source.name} has no {VALUE_HEAD}: an NLA AR ships its trained value head beside the "
+                "backbone, and it cannot be derived from it. Re-download the full checkpoint."
+            )
+        n_layers = config.get(
+            "num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers")
+        )
+        if meta.layer is not None and n_layers is not None and n_layers != meta.layer + 1:
+            raise SidecarError(
+                f"{source.name}: config.json has num_hidden_layers={n_layers}, but an AR for layer "
+                f"K={meta.layer} must have K+1={meta.layer + 1} blocks. Wrong config or sidecar."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+        full = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
+        backbone = text_model(full)
+        backbone.norm = nn.Identity()  # the value head reads the raw block-K residual
+        d = text_config(full.config).hidden_size
+        head = nn.Linear(d, d, bias=False, dtype=dt)
+        state = load_file(str(head_path))
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as exc:
+            raise MissingValueHeadError(
+                f"{head_path}: not a Linear({d}, {d}) value head ({exc})."
+            ) from exc
+        return cls(meta, tokenizer, backbone.to(dev).eval(), head.to(dev).eval(), source=source)
+
+    @property
+    def d_model(self) -> int:
+        return self.meta.d_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.value_head.weight.device
+
+    def prompt(self, explanation: str) -> str:
+        return self.template.format(explanation=explanation.strip())
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        explanations: str | Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: bool | None = None,
+    ) -> Float[Tensor, "n d_model"]:
+        """Predicted (raw, unnormalised) vectors for the explanations, float32 on CPU."""
+        texts = [explanations] if isinstance(explanations, str) else list(explanations)
+        if not texts:
+            return torch.zeros(0, self.d_model)
+        if not all(isinstance(t, str) for t in texts):
+            raise VectorError("reconstruct() takes explanation strings.")
+        prompts = [self.prompt(t) for t in texts]
+        # Sort by length so batches carry little padding; restore the order at the end.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = torch.empty(len(prompts), self.d_model)
+        chunks = range(0, len(order), batch_size)
+        show = progress if progress is not None else len(chunks) > 1
+        for start in tqdm(chunks, desc="reconstructing", unit="batch", disable=not show):
+            idx = order[start : start + batch_size]
+            enc = self.tokenizer(
+                [prompts[i] for i in idx],
+                add_special_tokens=True,
+                padding=True,
+                padding_side="right",
+                return_tensors="pt",
+            )
+            ids = enc["input_ids"].to(self.device)
+            mask = enc["attention_mask"].to(self.device)
+            hidden = self.backbone(
+                input_ids=ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state
+            last = mask.sum(dim=1) - 1  # last real token under right padding
+            h = hidden[torch.arange(len(idx), device=ids.device), last]
+            out[idx] = self.value_head(h).float().cpu()
+        return out
+
+    def score(
+        self,
+        explanations: str | Sequence[str],
+        vectors: Any,
+        *,
+        baseline: float | None = None,
+        batch_size: int = 64,
+    ) -> Scores:
+        """``mse_nrm`` / ``cos`` / ``fve_nrm`` of each explanation against its vector."""
+        v = as_vector_batch(vectors, self.d_model)
+        return self.score_rows(explanations, v, baseline=baseline, batch_size=batch_size)
+
+    def score_rows(
+        self,
+        explanations: str | Sequence[str],
+        v: Float[Tensor, "n d_model"],
+        *,
+        baseline: float | None = None,
+        batch_size: int = 64,
+        progress: bool | None = None,
+    ) -> Scores:
+        """:meth:`score` against an already validated float32 batch."""
+        pred = self.reconstruct(explanations, batch_size=batch_size, progress=progress)
+        if pred.shape[0] != v.shape[0]:
+            raise VectorError(
+                f"{pred.shape[0]} explanations but {v.shape[0]} vectors; pass one of each per row."
+            )
+        return score_vectors(pred, v, mse_scale=self.mse_scale, baseline=baseline)

@@ -1,0 +1,301 @@
+"""Activation patching with explanations.
+
+For each (layer, position), the clean run is repeated with the residual output
+of block ``layer`` at ``position`` replaced by the corrupted run's. Each row of
+the result has the metric, the explanation of the patched run's layer-K
+residual at that position, and cross-fits: how well the clean and the corrupted
+runs' explanations (at that position) reconstruct the patched residual through
+the AR. All explanations are made in one batched AV call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.pair import NLAPair
+from ..core.sampling import Sampling
+from ..errors import CaptureError
+from ..subjects import ResidualEdit, as_subject, capture_residual, resolve_positions
+from .runs import read_subject
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["activation_patching", "kl_to_clean", "logit_diff", "patching_html", "plot_patching"]
+
+Metric = Callable[[Tensor, Tensor, Tensor], float]
+
+
+def logit_diff(correct: int, incorrect: int) -> Metric:
+    """Metric: ``logit[correct] - logit[incorrect]`` at the last position of the patched run."""
+
+    def metric(patched: Tensor, clean: Tensor, corrupt: Tensor) -> float:
+        return float(patched[-1, correct] - patched[-1, incorrect])
+
+    return metric
+
+
+def kl_to_clean(patched: Tensor, clean: Tensor, corrupt: Tensor) -> float:
+    """Metric: KL(clean || patched) of the next-token distribution at the last position."""
+    p = torch.log_softmax(clean[-1].float(), -1)
+    q = torch.log_softmax(patched[-1].float(), -1)
+    return float((p.exp() * (p - q)).sum())
+
+
+def _replace_with(values: Tensor) -> Callable[[Tensor], Tensor]:
+    """Replace the selected ``[batch, 1, d]`` residuals by ``values`` ``[batch, d]``."""
+
+    def fn(selected: Tensor) -> Tensor:
+        return values.to(selected.device, selected.dtype).unsqueeze(1).expand_as(selected)
+
+    return fn
+
+
+def _real_logits(logits: Tensor, mask: Tensor) -> list[Tensor]:
+    """Each row's logits at its real tokens only, ``[n_real, vocab]`` (padding dropped)."""
+    return [row[m.bool().to(row.device)] for row, m in zip(logits, mask, strict=True)]
+
+
+def activation_patching(
+    nla: NLAPair,
+    model: Any,
+    clean: Any,
+    corrupt: Any,
+    *,
+    layers: Sequence[int],
+    positions: Sequence[int],
+    metric: Metric | None = None,
+    answer_tokens: tuple[int, int] | None = None,
+    tokenizer: Any = None,
+    progress: bool | None = None,
+    sampling: Sampling | None = None,
+    **settings: Any,
+) -> pd.DataFrame:
+    """Patch each (layer, position) from ``corrupt`` into ``clean``; explain and score.
+
+    ``clean`` and ``corrupt`` are one prompt each, or equally long batches of
+    prompts (pair ``i`` of the batches must have the same number of tokens;
+    prompts of a batch may differ in length, padded either side). ``positions``
+    count over each prompt's real tokens (negative from its last). ``metric(
+    patched_logits, clean_logits, corrupt_logits) -> float`` sees each prompt's
+    ``[n_real, vocab]`` logits; default: logit difference when
+    ``answer_tokens=(correct, incorrect)`` is given, else KL to the clean run.
+    Works with TransformerBridge, nnsight and Hugging Face models. Returns one
+    row per (batch, layer, position).
+    """
+    import pandas as pd
+
+    subject = as_subject(model, tokenizer)
+    if metric is None:
+        metric = logit_diff(*answer_tokens) if answer_tokens is not None else kl_to_clean
+    _, clean_k = read_subject(nla, subject, clean)
+    corrupt_k = capture_residual(subject, corrupt, nla.layer)
+    lengths_clean = clean_k.attention_mask.sum(1).tolist()
+    lengths_corrupt = corrupt_k.attention_mask.sum(1).tolist()
+    if lengths_clean != lengths_corrupt:
+        raise CaptureError(
+            f"clean and corrupted prompts must pair up with equal lengths, got {lengths_clean} and "
+            f"{lengths_corrupt} real tokens. Pick prompts that tokenize to the same number of tokens."
+        )
+    n_min = min(lengths_clean)
+    bad = [p for p in positions if not -n_min <= p < n_min]
+    if bad:
+        raise CaptureError(
+            f"positions {bad} out of range for a {n_min}-token prompt (valid {-n_min}..{n_min - 1}, "
+            "counted over real tokens)."
+        )
+    if clean_k.logits is None or corrupt_k.logits is None:
+        raise CaptureError(
+            "this model's capture returned no logits; activation patching needs them."
+        )
+    corrupt_full = {
+        layer: capture_residual(subject, corrupt, layer, keep_logits=False) for layer in layers
+    }
+    clean_logits = _real_logits(clean_k.logits, clean_k.attention_mask)
+    corrupt_logits = _real_logits(corrupt_k.logits, corrupt_k.attention_mask)
+    batch = len(lengths_clean)
+    rows_b = torch.arange(batch)
+    tokens = clean_k.real_tokens()
+    grid = [(layer, p) for layer in layers for p in positions]
+    patched_vecs: list[Tensor] = []  # [batch, d] per grid cell
+    values: list[list[float]] = []
+    show = progress if progress is not None else len(grid) > 8
+    for layer, p in tqdm(grid, desc="patching", unit="cell", disable=not show):
+        donor_cap = corrupt_full[layer]
+        cols = capture_cols(donor_cap.attention_mask, p)
+        donor = donor_cap.residual[rows_b, cols]
+        edit = ResidualEdit(layer, _replace_with(donor), positions=[p])
+        run = capture_residual(subject, clean, nla.layer, positions=[p], edits=edit)
+        if run.logits is None:
+            raise CaptureError("the patched run returned no logits.")
+        patched_logits = _real_logits(run.logits, run.attention_mask)
+        values.append(
+            [metric(patched_logits[b], clean_logits[b], corrupt_logits[b]) for b in range(batch)]
+        )
+        patched_vecs.append(run.residual[:, 0].float().cpu())
+    rel = {p: [p % n for n in lengths_clean] for p in positions}
+    clean_vecs = (
+        torch.stack(
+            [clean_k.residual[rows_b, capture_cols(clean_k.attention_mask, p)] for p in positions]
+        )
+        .float()
+        .cpu()
+    )
+    corrupt_vecs = (
+        torch.stack(
+            [
+                corrupt_k.residual[rows_b, capture_cols(corrupt_k.attention_mask, p)]
+                for p in positions
+            ]
+        )
+        .float()
+        .cpu()
+    )
+    n_cells, m = len(grid), len(positions)
+    # one batched AV call: every patched cell, then the clean and corrupted references
+    flat = torch.cat([torch.stack(patched_vecs).reshape(-1, nla.d_model),
+                      clean_vecs.reshape(-1, nla.d_model), corrupt_vecs.reshape(-1, nla.d_model)])  # fmt: skip
+    s = Sampling.of(sampling, **settings)
+    first = [e for e in nla.explain(flat, sampling=s) if e.sample == 0]
+    patched_e = first[: n_cells * batch]
+    clean_e = first[n_cells * batch : n_cells * batch + m * batch]
+    corrupt_e = first[n_cells * batch + m * batch :]
+    col = {p: j for j, p in enumerate(positions)}
+
+    def ref(es: list[Any], p: int, b: int) -> Any:
+        return es[col[p] * batch + b]
+
+    cells = [(i, layer, p, b) for i, (layer, p) in enumerate(grid) for b in range(batch)]
+    fits = None
+    if nla.ar is not None:
+        texts = [ref(clean_e, p, b).text for _, _, p, b in cells] + [
+            ref(corrupt_e, p, b).text for _, _, p, b in cells
+        ]
+        vecs = torch.stack([patched_vecs[i][b] for i, _, _, b in cells])
+        fits = nla.score(texts, torch.cat([vecs, vecs]))
+    n = len(cells)
+    rows: list[dict[str, Any]] = []
+    for j, (i, layer, p, b) in enumerate(cells):
+        e = patched_e[i * batch + b]
+        ce, xe = ref(clean_e, p, b), ref(corrupt_e, p, b)
+        position = rel[p][b]
+        row: dict[str, Any] = {
+            "batch": b,
+            "layer": layer,
+            "position": position,
+            "token": tokens[b][position],
+            "metric": values[i][b],
+            "explanation": e.text,
+            "mse_nrm": e.mse_nrm,
+            "cos": e.cos,
+            "fve_nrm": e.fve_nrm,
+            "clean_explanation": ce.text,
+            "corrupt_explanation": xe.text,
+            "same_as_clean": e.text == ce.text,
+            "same_as_corrupt": e.text == xe.text,
+        }
+        if fits is not None:
+            row["crossfit_cos_clean"] = float(fits.cos[j])
+            row["crossfit_cos_corrupt"] = float(fits.cos[n + j])
+            if fits.fve_nrm is not None:
+                row["crossfit_fve_clean"] = float(fits.fve_nrm[j])
+                row["crossfit_fve_corrupt"] = float(fits.fve_nrm[n + j])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def capture_cols(attention_mask: Tensor, position: int) -> Tensor:
+    """Each row's absolute column of ``position`` (counted over its real tokens)."""
+    return resolve_positions(attention_mask, [position])[:, 0]
+
+
+def _one_prompt(df: pd.DataFrame, batch: int) -> pd.DataFrame:
+    if "batch" not in df.columns:
+        return df
+    if batch not in set(df["batch"]):
+        raise CaptureError(
+            f"no rows for batch {batch}; the frame holds batches {sorted(set(df['batch']))}."
+        )
+    return df[df["batch"] == batch]
+
+
+def plot_patching(
+    df: pd.DataFrame,
+    *,
+    value: str = "metric",
+    label_chars: int = 28,
+    ax: Any = None,
+    batch: int = 0,
+) -> Any:
+    """Heatmap of ``value`` over layers (rows) and positions (columns) for prompt ``batch``,
+    each cell labelled with the start of its explanation. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    df = _one_prompt(df, batch)
+    grid = df.pivot(index="layer", columns="position", values=value)
+    text = df.pivot(index="layer", columns="position", values="explanation")
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.9 * grid.shape[1] + 2, 0.8 * grid.shape[0] + 1.5))
+    im = ax.imshow(grid.values, cmap="RdBu_r", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]))
+    tokens = df.drop_duplicates("position").set_index("position")["token"]
+    ax.set_xticklabels([f"{p}\n{tokens[p]}" for p in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [str(layer) for layer in grid.index])
+    ax.set_xlabel("position (token)")
+    ax.set_ylabel("patched layer")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            label = str(text.values[i, j])
+            label = label if len(label) <= label_chars else label[: label_chars - 1] + "…"
+            shade = im.norm(grid.values[i, j])
+            color = "white" if shade < 0.2 or shade > 0.8 else "black"  # readable on dark cells
+            ax.text(
+                j,
+                i,
+                f"{grid.values[i, j]:.2f}\n{label}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color=color,
+            )
+    ax.figure.colorbar(im, ax=ax, label=value)
+    ax.set_title(
+        f"activation patching: {value} (labels: explanation of the patched layer-K residual)"
+    )
+    return fig if fig is not None else ax.figure
+
+
+def patching_html(df: pd.DataFrame, *, value: str = "metric", batch: int = 0) -> str:
+    """An HTML grid of ``value`` for prompt ``batch``, each cell's explanation on hover."""
+    import html
+
+    df = _one_prompt(df, batch)
+    layers = sorted(df["layer"].unique())
+    positions = sorted(df["position"].unique())
+    lo, hi = float(df[value].min()), float(df[value].max())
+    cells = {(r.layer, r.position): r for r in df.itertuples()}
+    head = "".join(
+        f"<th>{p}<br><code>{html.escape(str(cells[(layers[0], p)].token))}</code></th>"
+        for p in positions
+    )
+    body = ""
+    for layer in layers:
+        tds = ""
+        for p in positions:
+            r = cells[(layer, p)]
+            v = float(getattr(r, value))
+            t = 0.5 if hi == lo else (v - lo) / (hi - lo)
+            tds += (
+                f'<td title="{html.escape(r.explanation)}" style="background:hsl({240 - 240 * t:.0f},70%,80%)">'
+                f"{v:.3f}</td>"
+            )
+        body += f"<tr><th>{layer}</th>{tds}</tr>"
+    return (
+        f"<table><thead><tr><th>layer \\ pos</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )

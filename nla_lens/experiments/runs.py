@@ -1,0 +1,261 @@
+"""Explanations attached to a run of the subject, under any intervention.
+
+:func:`explain_run` runs the subject once (with the user's TransformerLens
+``fwd_hooks``, nnsight ``intervene`` callable, or Hugging Face forward hooks),
+reads the layer-K residual at the chosen positions and explains every vector
+in one batched AV call. :class:`ExplainedRun` holds the result and compares
+two runs with :meth:`ExplainedRun.diff`: a cross-fit score says how well one
+run's explanation reconstructs the other run's vector through the AR.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..core.explanation import Explanation
+from ..core.pair import NLAPair
+from ..core.sampling import Sampling
+from ..errors import PairMismatchError
+from ..subjects import Captured, Positions, Subject, as_subject, capture_residual
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ExplainedRun", "RunDiff", "explain_run", "read_subject"]
+
+
+def read_subject(
+    nla: NLAPair,
+    model: Any,
+    inputs: Any,
+    *,
+    positions: Positions = None,
+    tokenizer: Any = None,
+    layer: int | None = None,
+    **options: Any,
+) -> tuple[Subject, Captured]:
+    """Check the subject against the pair, then capture layer K (or ``layer``) from one run.
+
+    ``options`` go to :func:`~nla_lens.subjects.capture_residual` (``edits``,
+    ``fwd_hooks``, ``hf_hooks``, ``intervene``, ``keep_logits``, ...).
+    """
+    subject = as_subject(model, tokenizer)
+    subject.check(d_model=nla.d_model, layer=nla.layer, base_model=nla.base_model)
+    cap = capture_residual(
+        subject, inputs, nla.layer if layer is None else layer, positions=positions, **options
+    )
+    return subject, cap
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@dataclass(frozen=True)
+class ExplainedRun:
+    """One run of the subject, explained at chosen positions.
+
+    ``rows[i] = (batch_index, position)`` locates ``vectors[i]`` and
+    ``explanations[i]`` (the first sample per vector when ``samples > 1``; all
+    samples are in ``all_explanations``). ``position`` counts over the row's
+    real tokens (0 = its first), whatever the padding; ``tokens[b]`` holds row
+    ``b``'s real tokens, so ``tokens[b][position]`` is the token read.
+    """
+
+    input_ids: Int[Tensor, "batch seq"]
+    tokens: list[list[str]]
+    rows: list[tuple[int, int]]
+    vectors: Float[Tensor, "n d_model"]
+    explanations: list[Explanation]
+    all_explanations: list[Explanation]
+    logits: Tensor | None = None
+    label: str = "run"
+    nla: NLAPair | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.explanations]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per explained position."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {
+                    "run": self.label,
+                    "batch": b,
+                    "position": p,
+                    "token": self.tokens[b][p],
+                    "norm": float(self.vectors[i].norm()),
+                    "explanation": e.text,
+                    "truncated": e.truncated,
+                    "mse_nrm": e.mse_nrm,
+                    "cos": e.cos,
+                    "fve_nrm": e.fve_nrm,
+                }
+                for i, ((b, p), e) in enumerate(zip(self.rows, self.explanations, strict=True))
+            ]
+        )
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{b}</td><td>{p}</td><td><code>{html.escape(self.tokens[b][p])}</code></td>"
+            f"<td style='text-align:left'>{html.escape(e.text)}</td><td>{_f(e.cos)}</td><td>{_f(e.fve_nrm)}</td></tr>"
+            for (b, p), e in zip(self.rows, self.explanations, strict=True)
+        )
+        return (
+            f"<div><b>ExplainedRun</b> {html.escape(self.label)}: {len(self)} positions</div>"
+            "<table><thead><tr><th>batch</th><th>pos</th><th>token</th><th>explanation</th>"
+            f"<th>cos</th><th>fve_nrm</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+
+    def diff(self, other: ExplainedRun) -> RunDiff:
+        """Side-by-side explanations and cross-fit scores against another run."""
+        nla = self.nla or other.nla
+        if nla is None or nla.ar is None:
+            raise PairMismatchError(
+                "diff() scores explanations through the AR; load the pair with an AR."
+            )
+        if len(self) != len(other):
+            raise PairMismatchError(
+                f"cannot diff runs with {len(self)} and {len(other)} explained positions; "
+                "explain the same positions in both runs."
+            )
+        both_texts = self.texts + other.texts
+        both_vecs = torch.cat(
+            [other.vectors, self.vectors]
+        )  # A's text vs B's vector, then B's vs A's
+        cross = nla.score(both_texts, both_vecs)
+        n = len(self)
+        return RunDiff(
+            a=self,
+            b=other,
+            cross_a_on_b=_scores_slice(cross, 0, n),
+            cross_b_on_a=_scores_slice(cross, n, 2 * n),
+        )
+
+
+def _scores_slice(scores: Any, lo: int, hi: int) -> dict[str, list[float | None]]:
+    fve = scores.fve_nrm
+    return {
+        "mse_nrm": scores.mse_nrm[lo:hi].tolist(),
+        "cos": scores.cos[lo:hi].tolist(),
+        "fve_nrm": [None] * (hi - lo) if fve is None else fve[lo:hi].tolist(),
+    }
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return None if len(vals) != len(xs) or not vals else sum(vals) / len(vals)
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    """Two runs side by side. ``cross_a_on_b``: A's explanation scored against B's
+    vector (how well A's words reconstruct B's residual); ``cross_b_on_a`` the reverse.
+    Self-fits are each run's own scores."""
+
+    a: ExplainedRun
+    b: ExplainedRun
+    cross_a_on_b: dict[str, list[float | None]]
+    cross_b_on_a: dict[str, list[float | None]]
+
+    def summary(self) -> dict[str, float | None]:
+        """Mean self-fit and cross-fit ``cos`` and ``fve_nrm``."""
+        out: dict[str, float | None] = {}
+        for metric in ("cos", "fve_nrm"):
+            out[f"self_{metric}_a"] = _mean([getattr(e, metric) for e in self.a.explanations])
+            out[f"self_{metric}_b"] = _mean([getattr(e, metric) for e in self.b.explanations])
+            out[f"cross_{metric}_a_on_b"] = _mean(self.cross_a_on_b[metric])
+            out[f"cross_{metric}_b_on_a"] = _mean(self.cross_b_on_a[metric])
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = []
+        for i, ((bi, p), ea, eb) in enumerate(
+            zip(self.a.rows, self.a.explanations, self.b.explanations, strict=True)
+        ):
+            rows.append(
+                {
+                    "batch": bi,
+                    "position": p,
+                    "token_a": self.a.tokens[bi][p],
+                    "token_b": self.b.tokens[self.b.rows[i][0]][self.b.rows[i][1]],
+                    "explanation_a": ea.text,
+                    "explanation_b": eb.text,
+                    "same_text": ea.text == eb.text,
+                    "self_cos_a": ea.cos,
+                    "self_cos_b": eb.cos,
+                    "self_fve_a": ea.fve_nrm,
+                    "self_fve_b": eb.fve_nrm,
+                    "cross_cos_a_on_b": self.cross_a_on_b["cos"][i],
+                    "cross_cos_b_on_a": self.cross_b_on_a["cos"][i],
+                    "cross_fve_a_on_b": self.cross_a_on_b["fve_nrm"][i],
+                    "cross_fve_b_on_a": self.cross_b_on_a["fve_nrm"][i],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        df = self.to_frame()
+        return (
+            f"<div><b>RunDiff</b> {html.escape(self.a.label)} vs {html.escape(self.b.label)}</div>"
+            + df.to_html(index=False)
+        )
+
+
+def explain_run(
+    nla: NLAPair,
+    model: Any,
+    inputs: Any,
+    *,
+    positions: Positions = -1,
+    edits: Any = (),
+    fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    intervene: Callable[[Any], Any] | None = None,
+    hf_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    tokenizer: Any = None,
+    label: str = "run",
+    sampling: Sampling | None = None,
+    **settings: Any,
+) -> ExplainedRun:
+    """Run ``model`` once under the intervention and explain layer K at ``positions``.
+
+    ``edits`` (e.g. ``add_direction(...)``) work for every framework; ``fwd_hooks``
+    (TransformerBridge), ``hf_hooks`` (Hugging Face) and ``intervene`` (nnsight) are
+    the frameworks' own idioms. ``positions`` count over each row's real tokens.
+    """
+    _, cap = read_subject(
+        nla, model, inputs, positions=positions, tokenizer=tokenizer, edits=edits,
+        fwd_hooks=fwd_hooks, intervene=intervene, hf_hooks=hf_hooks,
+    )  # fmt: skip
+    batch, n_pos, d = cap.residual.shape
+    vectors = cap.residual.reshape(batch * n_pos, d).float().cpu()
+    rel = cap.relative
+    rows = [(b, int(rel[b, j])) for b in range(batch) for j in range(n_pos)]
+    exps = nla.explain(vectors, sampling=sampling, **settings)
+    first = [e for e in exps if e.sample == 0]
+    return ExplainedRun(
+        input_ids=cap.input_ids,
+        tokens=cap.real_tokens(),
+        rows=rows,
+        vectors=vectors,
+        explanations=first,
+        all_explanations=exps,
+        logits=cap.logits,
+        label=label,
+        nla=nla,
+    )

@@ -1,0 +1,104 @@
+"""The public :class:`NLA`: the core pair plus the notebook methods, each delegating down.
+
+``NLA`` is :class:`~nla_lens.core.pair.NLAPair` (load, ``explain``, ``score``,
+``reconstruct``, provenance) with the experiments as methods:
+``nla.capture``, ``nla.residual``, ``nla.explain_run``, ``nla.transcript``,
+``nla.search``, ``nla.steering_vector``, ``nla.steer_by_edit``,
+``nla.activation_patching``. Each is a thin call to the function of the same
+job in :mod:`nla_lens.experiments` or :mod:`nla_lens.subjects`, which take the
+pair as their first argument; nothing below this module imports it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from .core.pair import NLAPair
+from .experiments import (
+    ExplainedRun,
+    SearchHit,
+    SteeringResult,
+    Transcript,
+    activation_patching,
+    build_transcript,
+    explain_run,
+    read_subject,
+    search,
+    steer_by_edit,
+    steering_vector,
+)
+from .subjects import Positions, SubjectInfo, as_subject, residual
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["NLA"]
+
+
+class NLA(NLAPair):
+    """A Natural Language Autoencoder pair reading layer ``K`` of a subject model.
+
+    ``nla.explain(vectors)`` verbalizes vectors with the AV and, when an AR is
+    loaded, scores each explanation by how well the AR reconstructs the vector
+    from it (``mse_nrm``, ``cos``, and ``fve_nrm`` against a baseline). The
+    other methods read a subject model (Hugging Face, TransformerBridge or
+    nnsight) and attach explanations to runs, patching and steering.
+    """
+
+    def residual(self, model: Any) -> Any:
+        """Inside an nnsight ``model.trace(...)``: the layer-K output (call ``.save()`` on it)."""
+        return residual(model, self.layer)
+
+    def check_subject(self, model: Any) -> SubjectInfo:
+        """Refuse a subject that does not match the pair (d_model, layer range, base model)."""
+        return as_subject(model).check(
+            d_model=self.d_model, layer=self.layer, base_model=self.base_model
+        )
+
+    def capture(
+        self, model: Any, inputs: Any, *, positions: Positions = None, **kwargs: Any
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The layer-K residual of a Hugging Face model, TransformerBridge or nnsight model.
+
+        Text and chats are tokenized with the model's tokenizer and chat template
+        (exactly one BOS); positions count over each row's real tokens (see
+        :func:`nla_lens.subjects.capture_residual`).
+        """
+        return read_subject(self, model, inputs, positions=positions, **kwargs)[1].residual
+
+    def transcript(self, model: Any, text_or_messages: Any, **kwargs: Any) -> Transcript:
+        """Per-token transcript of a prompt (and optionally a generated reply); see
+        :func:`nla_lens.experiments.build_transcript`."""
+        return build_transcript(self, model, text_or_messages, **kwargs)
+
+    def search(
+        self, description: str, activations: Any, *, top_k: int = 5, centered: bool = False
+    ) -> list[SearchHit]:
+        """Where does the model represent ``description``? Rank captured positions by how
+        closely their residual matches the AR's reconstruction of the description."""
+        return search(self, description, activations, top_k=top_k, centered=centered)
+
+    def explain_run(self, model: Any, inputs: Any, **kwargs: Any) -> ExplainedRun:
+        """Run the subject once under an intervention and explain layer K; see
+        :func:`nla_lens.experiments.explain_run`."""
+        return explain_run(self, model, inputs, **kwargs)
+
+    def steering_vector(self, description: str, **kwargs: Any) -> Float[Tensor, " d_model"]:
+        """A layer-K steering direction for a description; see :func:`nla_lens.steering_vector`."""
+        return steering_vector(self, description, **kwargs)
+
+    def steer_by_edit(
+        self, h: Any, explanation: str, edited: str, **kwargs: Any
+    ) -> list[SteeringResult]:
+        """Steer ``h`` toward an edited explanation; see :func:`nla_lens.steer_by_edit`."""
+        return steer_by_edit(self, h, explanation, edited, **kwargs)
+
+    def activation_patching(
+        self, model: Any, clean: Any, corrupt: Any, **kwargs: Any
+    ) -> pd.DataFrame:
+        """Patch corrupted residuals into the clean run and explain each cell; see
+        :func:`nla_lens.activation_patching`."""
+        return activation_patching(self, model, clean, corrupt, **kwargs)

@@ -1,0 +1,169 @@
+"""Explaining a whole dataset of vectors: batched, resumable, with provenance.
+
+:func:`explain_dataset` reads vectors from a parquet file (an
+``activation_vector`` list column, the NLA datasets' convention), a ``.npy``
+``[n, d]`` array or a ``.pt`` ``[n, d]`` tensor, explains them in fixed chunks
+of ``batch_size`` rows, and writes a parquet file with every input column plus
+``explanation``, ``raw``, ``truncated``, ``mse_nrm``, ``cos``, ``fve_nrm``
+(and ``sample`` when ``samples > 1``). Provenance goes in the parquet schema
+metadata under the key ``nla_lens``.
+
+Resuming: each chunk's results are committed in one SQLite transaction (WAL)
+to ``OUTPUT.partial.sqlite`` with the job's parameters. Kill the job at any
+moment (even ``kill -9``), run it again with the same arguments, and it skips
+the committed chunks and finishes with every row exactly once. The final
+parquet is written to a temporary file and renamed into place, then the
+partial database is removed. Resuming with different parameters is refused.
+
+Seeds: the chunk starting at row ``r0`` is explained with seed
+``seed + r0 * samples``, and every backend offsets that seed by the decode's
+index in the chunk, so sample ``s`` of row ``r`` is drawn with seed
+``seed + r * samples + s`` on the vLLM/SGLang servers (one seed per request);
+the in-process backend seeds once per chunk. Either way a row's result depends
+only on (seed, its chunk), and chunks are fixed by ``batch_size``, so a resumed
+run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...core.backend import GenerationBackend
+from ...core.pair import NLAPair
+from ...core.sampling import Sampling
+from ...errors import NLAError, VectorError
+from .output import record, write_output
+from .progress import PARTIAL_SUFFIX, Progress
+from .sources import Source, pyarrow
+
+__all__ = ["JobResult", "explain_dataset"]
+
+log = logging.getLogger("nla_lens.jobs")
+_SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What :func:`explain_dataset` did."""
+
+    output_path: Path
+    rows: int
+    results: int
+    computed_rows: int
+    resumed_rows: int
+    seconds: float
+    provenance: dict[str, Any]
+
+
+def _load_nla(
+    av: Any, ar: Any, backend: GenerationBackend | None, device: Any, dtype: Any
+) -> NLAPair:
+    if isinstance(av, NLAPair):
+        if ar is not None or backend is not None:
+            raise NLAError(
+                "pass either a loaded NLA as av=, or checkpoint ids/paths with ar=/backend=, not both."
+            )
+        return av
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return NLAPair.from_pretrained(av, ar, device=device, dtype=dtype, backend=backend)
+
+
+def explain_dataset(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    av: str | os.PathLike[str] | NLAPair,
+    ar: str | os.PathLike[str] | None = None,
+    backend: GenerationBackend | None = None,
+    sampling: Sampling | None = None,
+    batch_size: int | None = None,
+    temperature: float | None = None,
+    samples: int | None = None,
+    max_new_tokens: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> JobResult:
+    """Explain every vector of ``input_path`` into the parquet file ``output_path``.
+
+    ``av``/``ar`` are checkpoint directories or hub ids (or ``av`` is an already
+    loaded NLA); ``backend`` decodes on a server instead of in-process. The
+    settings form one :class:`~nla_lens.Sampling` (``seed`` defaults to 0 here,
+    so sampled jobs are reproducible). Resumable (see the module docs); an
+    existing ``output_path`` without a partial run is refused unless
+    ``overwrite=True``.
+    """
+    t0 = time.perf_counter()
+    pa, pq = pyarrow()
+    s = Sampling.of(
+        sampling, batch_size=batch_size, temperature=temperature, samples=samples,
+        max_new_tokens=max_new_tokens, top_p=top_p, seed=seed,
+    )  # fmt: skip
+    seed0 = 0 if s.seed is None else s.seed
+    s = s.replace(seed=seed0)
+    src_path, out = Path(input_path), Path(output_path)
+    if not src_path.is_file():
+        raise NLAError(f"input {src_path} does not exist (or is not a file).")
+    partial_path = Path(str(out) + PARTIAL_SUFFIX)
+    if out.exists() and not partial_path.exists() and not overwrite:
+        raise NLAError(
+            f"{out} already exists (a finished job?). Pass overwrite=True (--overwrite) to redo it."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".tmp").unlink(missing_ok=True)  # a final write that was killed half-way
+
+    src = Source(src_path)
+    nla = _load_nla(av, ar, backend, device, dtype)
+    prov = nla.provenance(s)
+    params = {
+        "schema": _SCHEMA_VERSION, "input": src.fingerprint(), **prov.identity(),
+        **s.key(), "seed": s.seed, "samples": s.samples, "batch_size": s.batch_size,
+    }  # fmt: skip
+    partial = Progress(partial_path)
+    try:
+        partial.check_params(params)
+        done = partial.done_chunks()
+        n = src.n_rows
+        resumed = sum(done.values())
+        computed = 0
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=n, initial=resumed, desc="explaining", unit="row", disable=not progress
+        ) as bar:
+            for start, vectors in src.chunks(s.batch_size):
+                if done.get(start) == len(vectors):
+                    continue
+                try:
+                    exps = nla.explain(
+                        vectors, sampling=s.replace(seed=seed0 + start * s.samples), progress=False
+                    )
+                except VectorError as exc:
+                    raise VectorError(
+                        f"{src_path}, rows {start}..{start + len(vectors) - 1} (row numbers in the message are within this chunk): {exc}"
+                    ) from exc
+                partial.commit_chunk(start, len(vectors), [record(start, e) for e in exps])
+                computed += len(vectors)
+                bar.update(len(vectors))
+        job = {
+            "input": str(src_path), "rows": n, "batch_size": s.batch_size, "samples": s.samples,
+            "row_seed": "seed + row * samples + sample (per request on servers; per chunk in-process)",
+        }  # fmt: skip
+        meta = {**prov.to_dict(), "job": job}
+        write_output(src, partial, out, s.samples, meta, pa, pq)
+    except BaseException:
+        partial.close()
+        raise
+    partial.remove()
+    return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta)

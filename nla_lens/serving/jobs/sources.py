@@ -1,0 +1,164 @@
+"""Job inputs: vectors from parquet (an ``activation_vector`` list column), ``.npy`` or ``.pt``,
+read in fixed chunks by row index, and the input rows as Arrow tables for the output."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import MissingExtraError, VectorError
+
+__all__ = ["RESULT_COLUMNS", "VECTOR_COLUMN", "Source", "input_tables", "pyarrow", "read_vectors"]
+
+VECTOR_COLUMN = "activation_vector"
+RESULT_COLUMNS = ("explanation", "raw", "truncated", "mse_nrm", "cos", "fve_nrm")
+
+
+def pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingExtraError("pyarrow", "data", "explain_dataset (parquet in/out)") from exc
+    return pa, pq
+
+
+class Source:
+    """Vectors of an input file, read in fixed chunks by row index."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.kind = path.suffix.lower()
+        self._array: Any = None
+        if self.kind == ".npy":
+            self._array = np.load(path, mmap_mode="r")
+        elif self.kind == ".pt":
+            t = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(t, torch.Tensor):
+                raise VectorError(
+                    f"{path}: expected a saved tensor [n, d_model], got {type(t).__name__}."
+                )
+            self._array = t.detach().float().numpy()
+        elif self.kind == ".parquet":
+            _, pq = pyarrow()
+            self._pf = pq.ParquetFile(path)
+            names = self._pf.schema_arrow.names
+            if VECTOR_COLUMN not in names:
+                raise VectorError(
+                    f"{path}: no {VECTOR_COLUMN!r} column (columns: {names}). NLA datasets keep each "
+                    f"vector as a list<float> column named {VECTOR_COLUMN!r}; rename yours to it."
+                )
+        else:
+            raise VectorError(
+                f"{path}: unsupported input {path.suffix!r}; use .parquet, .npy or .pt."
+            )
+        if self._array is not None and (
+            self._array.ndim != 2 or not np.issubdtype(self._array.dtype, np.floating)
+        ):
+            raise VectorError(
+                f"{path}: expected a float array [n, d_model], got {self._array.dtype} {self._array.shape}."
+            )
+
+    @property
+    def n_rows(self) -> int:
+        return (
+            int(self._array.shape[0])
+            if self._array is not None
+            else int(self._pf.metadata.num_rows)
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the input: name, size, rows and a SHA-256 of the whole file, so a
+        changed vector or any other changed column is a different input."""
+        size = self.path.stat().st_size
+        h = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(2**22), b""):
+                h.update(block)
+        return {"name": self.path.name, "size": size, "rows": self.n_rows, "sha256": h.hexdigest()}
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, vectors [m, d] float32)`` for rows ``[0, size), [size, 2 size), ...``."""
+        if self._array is not None:
+            for start in range(0, self.n_rows, size):
+                yield (
+                    start,
+                    np.array(self._array[start : start + size], dtype=np.float32),
+                )  # a writable copy
+            return
+        buf: list[np.ndarray] = []
+        held, start = 0, 0
+        for batch in self._pf.iter_batches(batch_size=size, columns=[VECTOR_COLUMN]):
+            buf.append(_list_column_to_array(batch.column(0), self.path, start + held))
+            held += batch.num_rows
+            while held >= size:
+                whole = np.concatenate(buf)
+                yield start, whole[:size]
+                buf, held, start = [whole[size:]], held - size, start + size
+        if held:
+            yield start, np.concatenate(buf)
+
+
+def _list_column_to_array(col: Any, path: Path, first_row: int) -> np.ndarray:
+    import pyarrow as pa
+
+    if col.null_count:
+        raise VectorError(
+            f"{path}: {VECTOR_COLUMN} has null rows near row {first_row}; drop or fill them."
+        )
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        lengths = np.asarray(col.value_lengths())
+        if len(lengths) and (lengths != lengths[0]).any():
+            bad = int(np.nonzero(lengths != lengths[0])[0][0])
+            raise VectorError(
+                f"{path}: {VECTOR_COLUMN} rows have different lengths ({lengths[0]} vs {lengths[bad]} at "
+                f"row {first_row + bad}); every vector must have d_model entries."
+            )
+        d = int(lengths[0]) if len(lengths) else 0
+    else:
+        raise VectorError(f"{path}: {VECTOR_COLUMN} has type {col.type}; expected list<float>.")
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    if not np.issubdtype(values.dtype, np.floating):
+        raise VectorError(f"{path}: {VECTOR_COLUMN} holds {values.dtype}; expected floats.")
+    return np.asarray(values, dtype=np.float32).reshape(len(col), d)
+
+
+def read_vectors(path: str | os.PathLike[str]) -> np.ndarray:
+    """All vectors of a job input (parquet / npy / pt) as a float32 ``[n, d]`` array."""
+    src = Source(Path(path))
+    parts = [v for _, v in src.chunks(65536)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def input_tables(src: Source, pa: Any) -> Iterator[tuple[int, Any]]:
+    """Input rows as tables, with result-named input columns renamed ``input_<name>``."""
+    if src.kind == ".parquet":
+        start = 0
+        for batch in src._pf.iter_batches(batch_size=8192):
+            table = pa.Table.from_batches([batch])
+            clash = [c for c in table.column_names if c in (*RESULT_COLUMNS, "sample")]
+            if clash:
+                table = table.rename_columns(
+                    [f"input_{c}" if c in clash else c for c in table.column_names]
+                )
+            yield start, table
+            start += batch.num_rows
+        return
+    for start, vectors in src.chunks(8192):
+        n, d = vectors.shape
+        values = pa.array(vectors.reshape(-1), pa.float32())
+        vec = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), values)
+        yield (
+            start,
+            pa.table(
+                {"row": pa.array(np.arange(start, start + n), pa.int64()), VECTOR_COLUMN: vec}
+            ),
+        )
