@@ -19,8 +19,8 @@ from transformers import (
     GenerationConfig,
 )
 
-from nla_lens.errors import CheckpointNotFoundError
 from nla_lens.core.sidecar import load_sidecar, verify_tokenizer
+from nla_lens.errors import CheckpointNotFoundError
 from nla_lens.toy import EXTRACTION_LAYER, checkpoints
 
 pytestmark = pytest.mark.integration

@@ -115,6 +115,7 @@ def steer_by_edit(
     model: Any = None,
     inputs: Any = None,
     position: int = -1,
+    tokenizer: Any = None,
     sampling: Sampling | None = None,
     **settings: Any,
 ) -> list[SteeringResult]:
@@ -139,8 +140,9 @@ def steer_by_edit(
     for a in alphas:
         edit = add_direction(delta, a, nla.layer, positions=position)
         run = explain_run(
-            nla, model, inputs, positions=position, label=f"alpha={a:g}", edits=edit, sampling=s
-        )
+            nla, model, inputs, positions=position, label=f"alpha={a:g}", edits=edit,
+            tokenizer=tokenizer, sampling=s,
+        )  # fmt: skip
         results.append(SteeringResult(a, run.vectors[0], run.explanations[0], run))
     return results
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ._tiny import build_tiny_gemma3
+from tests.helpers import build_tiny_gemma3
 
 
 def toy_checkpoints():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nla_lens.serving.cache import ExplanationCache, cache_key, checkpoint_identity
 from nla_lens.core.explanation import Explanation
+from nla_lens.serving.cache import ExplanationCache, cache_key, checkpoint_identity
 
 
 def rec(text: str) -> dict:

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nla_lens.core.backend import Sampling
 from nla_lens.backends.vllm import VLLMServerBackend
+from nla_lens.core.backend import Sampling
 
 from .test_wire import Local
 
@@ -69,7 +69,8 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ._tiny import build_standin_av, build_tiny_gemma3
+    from tests.helpers import build_standin_av, build_tiny_gemma3
+
     from .conftest import toy_checkpoints
 
     ck = toy_checkpoints()

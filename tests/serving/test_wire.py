@@ -16,10 +16,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nla_lens.core.backend import GenerationOutput, Sampling
-from nla_lens.core.local_backend import LocalBackend
 from nla_lens.backends.sglang import SGLangBackend
 from nla_lens.backends.vllm import VLLMServerBackend, encode_prompt_embeds
+from nla_lens.core.backend import GenerationOutput, Sampling
+from nla_lens.core.local_backend import LocalBackend
 from nla_lens.errors import BackendError
 
 from .loopback import Faults

@@ -17,8 +17,8 @@ import torch
 def main() -> None:
     model_dir, embeds_path, out_path = sys.argv[1:4]
     max_new = int(sys.argv[4]) if len(sys.argv) > 4 else 16
-    from nla_lens.core.backend import Sampling
     from nla_lens.backends.vllm import VLLMEngineBackend
+    from nla_lens.core.backend import Sampling
 
     embeds = torch.load(embeds_path, weights_only=True)
     t0 = time.perf_counter()

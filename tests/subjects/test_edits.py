@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from capture_support import TEXT, rel
 
 from nla_lens.core.arch import decoder_layers
-from nla_lens.subjects import ResidualRecorder, capture_residual, hook_name
 from nla_lens.errors import CaptureError
+from nla_lens.subjects import ResidualRecorder, capture_residual, hook_name
+from tests.helpers import TEXT, rel
 
 TOL = 1e-4
 LAYER = 2

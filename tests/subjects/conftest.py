@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from capture_support import (
+
+from tests.helpers import (
     LAYOUTS,
     TEXT,
     TOY_DIRS,

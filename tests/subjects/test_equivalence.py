@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from capture_support import TEXT, rel
 
 from nla_lens.core.arch import decoder_layers, text_model
 from nla_lens.subjects import boot_bridge, capture_residual, hook_name, residual
+from tests.helpers import TEXT, rel
 
 TOL = 1e-4
 
@@ -124,8 +124,9 @@ def test_padded_batch_agrees_across_frameworks(hf_model, tokenizer, bridge, nns_
 
 
 def test_nnsight_language_model_alias(subject_dirs, layout, reference):
-    from capture_support import load_hf, load_tokenizer
     from nnsight import LanguageModel
+
+    from tests.helpers import load_hf, load_tokenizer
 
     _, hs, _ = reference
     tok = load_tokenizer(subject_dirs[layout])
@@ -151,9 +152,8 @@ def test_boot_bridge_offline_without_pip(hf_model, reference, monkeypatch):
 
 
 def test_boot_bridge_refuses_an_unsaved_tokenizer(hf_model):
-    from capture_support import make_tokenizer
-
     from nla_lens.errors import CaptureError
+    from tests.helpers import make_tokenizer
 
     with pytest.raises(CaptureError, match="save_pretrained"):
         boot_bridge(hf_model, make_tokenizer())

@@ -11,32 +11,13 @@ import yaml
 from torch import nn
 
 from nla_lens import NLA, Reconstructor, Verbalizer
-from nla_lens.errors import UnsupportedArchitectureError
 from nla_lens.core.arch import arch_for, decoder_layers, embed_scale
-
-
-def configs(vocab_size: int = 401):
-    from transformers import Gemma3Config, Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
-
-    small = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=vocab_size,
-    )
-    return {
-        "gemma3_text": Gemma3TextConfig(head_dim=16, **small),
-        "gemma3": Gemma3Config(text_config=Gemma3TextConfig(head_dim=16, **small).to_dict()),
-        "qwen2": Qwen2Config(**small),
-        "llama": LlamaConfig(**small),
-        "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=401),
-    }
+from nla_lens.errors import UnsupportedArchitectureError
+from tests.helpers import tiny_configs
 
 
 def test_table_lookups():
-    c = configs()
+    c = tiny_configs()
     assert arch_for(c["gemma3"]).family == arch_for(c["gemma3_text"]).family == "gemma3"
     assert embed_scale(c["gemma3"]) == embed_scale(c["gemma3_text"]) == 8.0
     assert embed_scale(c["qwen2"]) == embed_scale(c["llama"]) == 1.0
@@ -48,7 +29,7 @@ def test_table_lookups():
 def test_decoder_layers_of_each_family(name):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_config(configs()[name])
+    model = AutoModelForCausalLM.from_config(tiny_configs()[name])
     assert len(decoder_layers(model)) == 3
 
 
@@ -63,7 +44,7 @@ def _as_family(toy, tmp_path, family: str, role: str, injection_scale: float | N
         f.unlink()
     from transformers import AutoTokenizer
 
-    cfg = configs(len(AutoTokenizer.from_pretrained(str(src))))[family]
+    cfg = tiny_configs(len(AutoTokenizer.from_pretrained(str(src))))[family]
     if role == "ar":
         cfg.num_hidden_layers = 3  # K + 1 for the toy's K = 2
     torch.manual_seed(0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from capture_support import make_tokenizer
 
+from nla_lens.errors import CaptureError
 from nla_lens.subjects import encode, resolve_positions
 from nla_lens.subjects.inputs import pad_rows
-from nla_lens.errors import CaptureError
+from tests.helpers import make_tokenizer
 
 CHAT = [{"role": "user", "content": "what is the capital of france ?"}]
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from nla_lens.errors import VectorError
 from nla_lens.core.metrics import (
     PUBLISHED_BASELINES,
     baseline_for,
@@ -17,6 +16,7 @@ from nla_lens.core.metrics import (
     score_vectors,
 )
 from nla_lens.core.vectors import as_vector_batch
+from nla_lens.errors import VectorError
 
 
 def test_mse_nrm_is_two_one_minus_cos():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from capture_support import rel
 
 from nla_lens.subjects import capture_residual, generate_and_capture
+from tests.helpers import rel
 
 TOL = 1e-4
 PROMPTS = [

@@ -1,6 +1,12 @@
-"""Helpers for the residual-capture tests: tiny Gemma-3 subjects in both layouts.
+"""The one module that builds the tiny models the tests use (never the network).
 
-The subject is the shipped toy checkpoint pair ``nla_lens/toy/checkpoints/
+- tiny Gemma-3 subjects in both layouts with a small word-level tokenizer
+  (:func:`build_tiny`), and how to load them in each framework;
+- a tiny random Gemma-3 causal LM with the toy tokenizer (:func:`build_tiny_gemma3`),
+  and that model dressed as the toy AV (:func:`build_standin_av`);
+- tiny configs of every architecture family (:func:`tiny_configs`).
+
+The capture tests' subject is the shipped toy checkpoint pair ``nla_lens/toy/checkpoints/
 {subject,subject_multimodal}`` when both exist, else a tiny model built here from
 configs (see :func:`build_tiny`): a word-level tokenizer with a Gemma-style chat
 template (``{{ bos_token }}`` first) and a post-processor adding one BOS, a
@@ -20,7 +26,7 @@ LAYOUTS = ("plain", "multimodal")
 # the shipped toy checkpoints; NLA_CAPTURE_TEST_SUBJECTS=<dir> points at another build of them
 _TOY = Path(
     os.environ.get("NLA_CAPTURE_TEST_SUBJECTS")
-    or Path(__file__).resolve().parents[2] / "nla_lens" / "toy" / "checkpoints"
+    or Path(__file__).resolve().parents[1] / "nla_lens" / "toy" / "checkpoints"
 )
 TOY_DIRS = {"plain": _TOY / "subject", "multimodal": _TOY / "subject_multimodal"}
 
@@ -166,3 +172,81 @@ def wrap_nnsight(hf, tok):
     from nnsight import TransformersModel
 
     return TransformersModel(hf, task="text-generation", tokenizer=tok)
+
+
+def build_tiny_gemma3(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    max_shard_size: str | None = None,
+) -> Path:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from nla_lens.toy.tokenizer import build_tokenizer
+
+    out = Path(out)
+    tok = build_tokenizer()
+    cfg = Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=32,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.2,  # well-separated logits: no greedy near-ties
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(cfg).eval()
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(str(out), **kwargs)
+    tok.save_pretrained(str(out))
+    return out
+
+
+def build_standin_av(out: str | Path, toy_av: str | Path, *, seed: int = 0) -> Path:
+    """The tiny random Gemma-3 (head_dim 32) dressed as the toy AV: the toy AV's
+    sidecar, tokenizer and generation config. An untrained NLA AV that engines
+    which reject the toy's head_dim 16 (vLLM's CPU attention) can serve."""
+    import shutil
+
+    out = build_tiny_gemma3(out, seed=seed)
+    for name in (
+        "nla_meta.yaml",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ):
+        src = Path(toy_av) / name
+        if src.is_file():
+            shutil.copy(src, out / name)
+    return out
+
+
+def tiny_configs(vocab_size: int = 401):
+    """Small configs of every family the architecture table knows (and one it does not)."""
+    from transformers import Gemma3Config, Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
+
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+    )
+    return {
+        "gemma3_text": Gemma3TextConfig(head_dim=16, **small),
+        "gemma3": Gemma3Config(text_config=Gemma3TextConfig(head_dim=16, **small).to_dict()),
+        "qwen2": Qwen2Config(**small),
+        "llama": LlamaConfig(**small),
+        "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=401),
+    }

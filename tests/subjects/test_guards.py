@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from capture_support import TEXT
 
+from nla_lens.errors import CaptureError, NLAError, SubjectMismatchError
 from nla_lens.subjects import capture_residual, check_subject, detect_framework, subject_info
 from nla_lens.subjects.guards import _hub_id
 from nla_lens.subjects.nnsight import residual
-from nla_lens.errors import CaptureError, NLAError, SubjectMismatchError
+from tests.helpers import TEXT
 
 BASE = "google/gemma-3-12b-it"
 

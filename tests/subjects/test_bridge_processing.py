@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from capture_support import TEXT, boot_from_dir, make_tokenizer, rel
 
+from nla_lens.errors import SubjectMismatchError
 from nla_lens.subjects import (
     ResidualRecorder,
     bridge_changes_residuals,
@@ -30,7 +30,7 @@ from nla_lens.subjects import (
     check_subject,
     hook_name,
 )
-from nla_lens.errors import SubjectMismatchError
+from tests.helpers import TEXT, boot_from_dir, make_tokenizer, rel
 
 TOL = 1e-4
 

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from nla_lens.errors import NLAError, SidecarError
 from nla_lens.core.sidecar import load_sidecar, parse_sidecar
+from nla_lens.errors import NLAError, SidecarError
 
 
 def released_av(**over):
