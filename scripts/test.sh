@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, then ruff + mypy over the whole package, then the full test suite
+# Set up, then ruff + mypy over the whole package, the import-layer contracts, then the full test suite
 # (jaxtyping shape checks active through pyproject's pytest addopts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +8,5 @@ bash scripts/setup_vllm.sh
 .venv/bin/ruff check nla_lens tests bench tutorials
 .venv/bin/ruff format --check nla_lens tests bench tutorials
 .venv/bin/mypy
+.venv/bin/lint-imports  # the layer contracts in pyproject.toml
 .venv/bin/python -m pytest -q "$@"

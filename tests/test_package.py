@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nla_lens
 
@@ -49,3 +50,62 @@ def test_public_tensor_signatures_are_typed():
     ):
         ret = inspect.signature(fn).return_annotation
         assert "d_model" in str(ret) or "Scores" in str(ret), (fn, ret)
+
+
+def import_cycles(package: str = "nla_lens") -> list[list[str]]:
+    """Strongly connected groups of modules (size > 1) in the package's import graph, counting
+    every import: module level, inside functions and under TYPE_CHECKING."""
+    import grimp
+
+    graph = grimp.build_graph(package, include_external_packages=False)
+    mods = sorted(graph.modules)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m) & set(mods)) for m in mods}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan, recursive (the graph is small)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for m in mods:
+        if m not in index:
+            visit(m)
+    return out
+
+
+def test_no_import_circle():
+    assert import_cycles() == []
+
+
+def test_layer_contracts_hold():
+    exe = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(exe)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
+
+
+def test_every_public_name_is_in_the_readme_api_section():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    api = readme.split("## API", 1)[1].split("\n## ", 1)[0]
+    missing = [n for n in nla_lens.__all__ if n != "__version__" and f"`{n}`" not in api]
+    assert missing == []

@@ -10,7 +10,7 @@ Wire format (SGLang's native ``POST /generate``), one request per prompt::
 The reply is ``{"text": ..., "meta_info": {"finish_reason": {"type": "stop"}}}``
 (or a one-element list of that). Launch the server with
 ``--disable-radix-cache``: its prefix cache keys on token ids, which embedding
-requests do not have, so different prompts would alias (NLA_CONTRACT.md).
+requests do not have, so different prompts would alias (docs/recipe.md, section 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Round-trip metrics: ``mse_nrm``, ``cos`` and ``fve_nrm`` (NLA_CONTRACT.md, Metrics).
+"""Round-trip metrics: ``mse_nrm``, ``cos`` and ``fve_nrm`` (docs/recipe.md, section 6).
 
 Both vectors are L2-normalised to ``mse_scale`` (= sqrt(d)) before the MSE, so
 ``mse_nrm = mean((v'_n - v_n)^2) = 2 (1 - cos)``: 0 is perfect, 2 orthogonal.
@@ -35,7 +35,7 @@ class Baseline:
     n: int | None = None
 
 
-#: Var(v_n) on each released pair's training distribution (NLA_CONTRACT.md), keyed by AV hub id.
+#: Var(v_n) on each released pair's training distribution (docs/recipe.md, section 7), keyed by AV hub id.
 PUBLISHED_BASELINES: dict[str, Baseline] = {
     "kitft/nla-gemma3-12b-L32-av": Baseline(
         0.0302, "published: Gemma-3-12B L32 training distribution"

@@ -1,6 +1,6 @@
 """The AR adapter: explanations in, vectors out, and round-trip scores.
 
-Implements the AR recipe of NLA_CONTRACT.md: the truncated backbone (K+1
+Implements the AR recipe (docs/recipe.md, section 4): the truncated backbone (K+1
 blocks) with its final norm replaced by identity and no LM head, the prompt
 ``ar_template.format(explanation=...)`` tokenized WITH special tokens (BOS),
 the last real token's hidden state, and ``value_head = Linear(d, d, bias=False)``.
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..errors import MissingValueHeadError, SidecarError, VectorError
-from .arch import text_config, text_model
+from .arch import arch_for, text_config, text_model
 from .checkpoint import open_checkpoint, role_mismatch
 from .loading import CheckpointSource
 from .metrics import Scores, score_vectors
@@ -100,7 +100,8 @@ class Reconstructor:
         tokenizer = AutoTokenizer.from_pretrained(str(source.path))
         full = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
         backbone = text_model(full)
-        backbone.norm = nn.Identity()  # the value head reads the raw block-K residual
+        # the value head reads the raw block-K residual: the final norm becomes the identity
+        setattr(backbone, arch_for(full.config).final_norm_attr, nn.Identity())
         d = text_config(full.config).hidden_size
         head = nn.Linear(d, d, bias=False, dtype=dt)
         state = load_file(str(head_path))

@@ -1,4 +1,4 @@
-"""The released NLA pairs (NLA_CONTRACT.md), for discovery and checks."""
+"""The released NLA pairs (docs/recipe.md, section 7), for discovery and checks."""
 
 from __future__ import annotations
 

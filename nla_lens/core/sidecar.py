@@ -1,7 +1,7 @@
 """``nla_meta.yaml``: the NLA checkpoint sidecar, parsed and verified.
 
 The sidecar is the contract between a checkpoint and its inference code (see
-NLA_CONTRACT.md). This module parses it into a frozen :class:`NLAMeta`,
+docs/recipe.md, section 2). This module parses it into a frozen :class:`NLAMeta`,
 accepting both the released (``av``/``ar``) and the older (``actor``/``critic``)
 spellings and the ``sqrt_d_model`` scale sentinel, reports unknown keys, and
 verifies it against the live tokenizer at load time.

@@ -1,6 +1,6 @@
 """The AV adapter: vectors in, explanations out.
 
-Implements the AV recipe of NLA_CONTRACT.md: the canonical prompt is tokenized
+Implements the AV recipe (docs/recipe.md, section 3): the canonical prompt is tokenized
 once through the chat template, embedded (with the architecture's embedding
 scale), each vector is rescaled to ``injection_scale`` (norm in fp32) and
 written over the one marker row whose neighbours match the sidecar, and a
@@ -69,7 +69,6 @@ class Verbalizer:
         self.injection_position: int = pos
         self.prompt_ids: list[int] = av_prompt_ids(meta, tokenizer)
         self._base: Tensor | None = None
-        self.last_partial: list[GenerationOutput] = []
 
     @classmethod
     def from_pretrained(
@@ -161,7 +160,6 @@ class Verbalizer:
         chunks = range(0, rows.shape[0], sampling.batch_size)
         show = progress if progress is not None else len(chunks) > 1
         outputs: list[GenerationOutput] = []
-        self.last_partial = outputs  # kept here too, should even a KeyboardInterrupt strike
         for start in tqdm(chunks, desc="explaining", unit="batch", disable=not show):
             chunk = rows[start : start + sampling.batch_size]
             p = sampling

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EARLY_POSITIONS", "Transcript", "TranscriptEntry", "noise_flags"]
 
-#: Positions before this are flagged "early": layer K has seen few tokens (NLA_CONTRACT.md).
+#: Positions before this are flagged "early": layer K has seen few tokens (docs/recipe.md, section 6).
 EARLY_POSITIONS = 10
 #: A residual norm this many times the sequence's median is flagged "high_norm" (e.g. Gemma's BOS).
 HIGH_NORM_FACTOR = 4.0

@@ -12,7 +12,7 @@ nnsight nor transformer_lens.
 from __future__ import annotations
 
 from .bridge import ResidualRecorder, boot_bridge, bridge_changes_residuals, check_bridge
-from .capture import Captured, capture_residual, model_tokenizer
+from .capture import Captured, capture_residual
 from .edits import Edits, ResidualEdit, as_edits, merge_edits, residual_edit
 from .frameworks import Framework, detect_framework, hf_model_of, hook_name
 from .generate import GeneratedCapture, generate_and_capture
@@ -47,7 +47,6 @@ __all__ = [
     "hook_name",
     "layer_envoy",
     "merge_edits",
-    "model_tokenizer",
     "relative_positions",
     "residual",
     "residual_edit",

@@ -17,7 +17,7 @@ from .inputs import PaddingSide
 from .positions import Positions, gather_positions, relative_positions, resolve_positions
 from .subject import as_subject
 
-__all__ = ["Captured", "capture_residual", "model_tokenizer"]
+__all__ = ["Captured", "capture_residual"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,6 @@ class Captured:
             [t for t, m in zip(row, mask, strict=True) if m]
             for row, mask in zip(rows, self.attention_mask.tolist(), strict=True)
         ]
-
-    def position_tokens(self) -> list[list[str]] | None:
-        """The token string at each captured position, ``[batch][pos]`` (None without a tokenizer)."""
-        if self.tokens is None:
-            return None
-        return [
-            [row_tokens[int(p)] for p in row_positions]
-            for row_tokens, row_positions in zip(self.tokens, self.positions.tolist(), strict=True)
-        ]
-
-
-def model_tokenizer(model: Any) -> Any:
-    """The tokenizer a model carries (TransformerBridge / nnsight), or None (plain HF models)."""
-    return as_subject(model).tokenizer
 
 
 def capture_residual(

@@ -1,7 +1,7 @@
 """The NLA recipe as the toy builder uses it: AV prompt, injection, decoding, AR forward.
 
 A small self-contained implementation (the library's adapters are separate)
-following NLA_CONTRACT.md: one-step chat-template tokenization, injection
+following docs/recipe.md: one-step chat-template tokenization, injection
 through the AV's own (scaled) embedding module with the vector rescaled to
 ``injection_scale`` in fp32, explanation extraction from the decode with
 special tokens skipped, and the AR read at the last token of its prompt

@@ -1,6 +1,6 @@
 """An independent, one-vector-at-a-time implementation of the published NLA recipe.
 
-Written from NLA_CONTRACT.md alone, for equivalence tests. It must not import
+Written from the recipe alone (docs/recipe.md; the shared NLA_CONTRACT.md it was first written from), for equivalence tests. It must not import
 anything from nla_lens. Deliberately plain: no batching, no KV cache (each
 decoding step re-runs the whole sequence), embeddings looked up from the raw
 safetensors table and scaled by hand.
