@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
+from .core.explanation import Explanations
 from .core.pair import NLAPair
 from .experiments import (
     ExplainedRun,
@@ -30,6 +31,7 @@ from .experiments import (
     steer_by_edit,
     steering_vector,
 )
+from .experiments.inputs import as_rows
 from .subjects import Positions, SubjectInfo, as_subject, residual
 
 if TYPE_CHECKING:
@@ -47,6 +49,20 @@ class NLA(NLAPair):
     other methods read a subject model (Hugging Face, TransformerBridge or
     nnsight) and attach explanations to runs, patching and steering.
     """
+
+    def explain(self, vectors: Any, **kwargs: Any) -> Explanations:  # type: ignore[override]
+        """Explain vectors; see :meth:`NLAPair.explain` for the settings.
+
+        Besides a ``[d]`` vector or ``[n, d]`` batch, takes a ``[batch, pos, d]``
+        tensor (the frame keeps ``batch`` and ``position``), a TransformerLens
+        ``ActivationCache`` (read at ``nla.hook_name``), or a pandas ``Series`` of
+        vectors / ``DataFrame`` with an ``activation_vector`` column (the frame
+        keeps the index as ``row``).
+        """
+        rows, labels = as_rows(self, vectors)
+        out = super().explain(rows, **kwargs)
+        out.labels = labels
+        return out
 
     def residual(self, model: Any) -> Any:
         """Inside an nnsight ``model.trace(...)``: the layer-K output (call ``.save()`` on it)."""

@@ -132,17 +132,17 @@ print(
         [
             "position",
             "same_text",
-            "self_fve_a",
-            "self_fve_b",
-            "cross_fve_a_on_b",
-            "cross_fve_b_on_a",
+            "self_fve_nrm_a",
+            "self_fve_nrm_b",
+            "cross_fve_nrm_a_on_b",
+            "cross_fve_nrm_b_on_a",
         ]
     ]
 )
 print({k: None if v is None else round(v, 3) for k, v in diff.summary().items()})
 
 # %% [markdown]
-# A low cross-fit (`cross_fve_a_on_b`: the clean explanation scored against
+# A low cross-fit (`cross_fve_nrm_a_on_b`: the clean explanation scored against
 # the edited vector) says the words of one run do not describe the other run's
 # vector: the edit changed what layer `K` carries, not just the wording.
 #

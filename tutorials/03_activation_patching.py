@@ -41,7 +41,7 @@ from _setup import (
     single_token_id,
 )
 
-from nla_lens.experiments.patching import activation_patching, patching_html, plot_patching
+from nla_lens.experiments import activation_patching, patching_html, plot_patching
 from nla_lens.subjects import ResidualRecorder, hook_name
 
 banner("03 activation patching")
@@ -149,8 +149,8 @@ print(
             "fve_nrm",
             "same_as_clean",
             "same_as_corrupt",
-            "crossfit_fve_clean",
-            "crossfit_fve_corrupt",
+            "crossfit_fve_nrm_clean",
+            "crossfit_fve_nrm_corrupt",
         ]
     ]
     .round(3)
@@ -164,8 +164,8 @@ print(
 save_figure(plot_patching(df), "03_patching_metric.png")
 
 fig, axes = plt.subplots(1, 2, figsize=(4.2 * len(positions) + 4, 0.8 * len(layers) + 2))
-plot_patching(df, value="crossfit_fve_clean", ax=axes[0])
-plot_patching(df, value="crossfit_fve_corrupt", ax=axes[1])
+plot_patching(df, value="crossfit_fve_nrm_clean", ax=axes[0])
+plot_patching(df, value="crossfit_fve_nrm_corrupt", ax=axes[1])
 axes[0].set_title("fve_nrm of the CLEAN explanation on the patched residual", fontsize=9)
 axes[1].set_title("fve_nrm of the CORRUPT explanation on the patched residual", fontsize=9)
 save_figure(fig, "03_patching_crossfit.png")
@@ -193,7 +193,7 @@ print(f"metric: clean {clean_ld:+.3f}, corrupt {corrupt_ld:+.3f}")
 print("fraction of the way to the corrupted metric (rows: layer, columns: position):")
 print(df.pivot(index="layer", columns="position", values="moved").round(2).to_string())
 
-gap = df["crossfit_fve_corrupt"] - df["crossfit_fve_clean"]
+gap = df["crossfit_fve_nrm_corrupt"] - df["crossfit_fve_nrm_clean"]
 df["closer_to"] = ["tie" if abs(g) < 1e-3 else ("corrupt" if g > 0 else "clean") for g in gap]
 print("\nwhich run's explanation reconstructs the patched layer-K residual better:")
 print(df.pivot(index="layer", columns="position", values="closer_to").to_string())

@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
         default=32,
         help="concurrent requests to the server (default 32)",
     )
-    add_sampling_args(p, seed=0)
+    add_sampling_args(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument(
         "--dtype", choices=_DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU"

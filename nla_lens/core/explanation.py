@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .provenance import Provenance
 
-__all__ = ["EXPLANATION_CLOSE", "EXPLANATION_OPEN", "Explanation", "extract_explanation"]
+__all__ = [
+    "EXPLANATION_CLOSE",
+    "EXPLANATION_OPEN",
+    "Explanation",
+    "Explanations",
+    "extract_explanation",
+    "fmt",
+]
 
 EXPLANATION_OPEN = "<explanation>"
 EXPLANATION_CLOSE = "</explanation>"
@@ -34,7 +45,10 @@ class Explanation:
 
     ``index`` is the vector's row in the input batch and ``sample`` the sample
     number (0 for greedy). Scores are None when there is no AR (all three) or
-    no baseline (``fve_nrm``).
+    no baseline (``fve_nrm``). ``skipped`` holds the reason when an experiment
+    could not explain the vector (a zero or non-finite residual): the row is
+    kept, flagged, with empty text. ``provenance`` says what produced it (kept
+    out of the repr).
     """
 
     text: str
@@ -45,12 +59,14 @@ class Explanation:
     mse_nrm: float | None = None
     cos: float | None = None
     fve_nrm: float | None = None
-    provenance: Provenance | None = None
+    provenance: Provenance | None = field(default=None, repr=False, compare=False)
+    skipped: str | None = None
 
     def with_scores(self, mse_nrm: float, cos: float, fve_nrm: float | None) -> Explanation:
         return replace(self, mse_nrm=mse_nrm, cos=cos, fve_nrm=fve_nrm)
 
     def to_dict(self) -> dict[str, Any]:
+        """One table row: ``explanation`` is the text (the column name every frame uses)."""
         return {
             "index": self.index,
             "sample": self.sample,
@@ -60,10 +76,78 @@ class Explanation:
             "mse_nrm": self.mse_nrm,
             "cos": self.cos,
             "fve_nrm": self.fve_nrm,
+            "skipped": self.skipped,
         }
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 60 else self.text[:59] + "…"
+        extra = f", skipped={self.skipped!r}" if self.skipped else ""
+        trunc = ", truncated" if self.truncated else ""
+        return (
+            f"Explanation({text!r}, cos={fmt(self.cos)}, fve_nrm={fmt(self.fve_nrm)}{trunc}{extra})"
+        )
 
     def __str__(self) -> str:
         if self.cos is None:
             return self.text
         fve = "n/a" if self.fve_nrm is None else f"{self.fve_nrm:.3f}"
         return f"{self.text}  [cos={self.cos:.3f} mse_nrm={self.mse_nrm:.3f} fve_nrm={fve}]"
+
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    """A score for display: ``n/a`` when absent."""
+    return "n/a" if x is None else format(x, spec)
+
+
+class Explanations(list[Explanation]):
+    """What ``nla.explain`` returns: a list of :class:`Explanation` (vector-major, every
+    sample of vector 0 first), with a table view for notebooks.
+
+    ``labels`` names each input row when the input had more structure than a flat
+    batch (``{"batch": b, "position": p}`` for a ``[batch, pos, d]`` tensor), and
+    the frame keeps those columns.
+    """
+
+    def __init__(
+        self, items: Iterable[Explanation] = (), labels: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(items)
+        self.labels: list[dict[str, Any]] | None = None if labels is None else list(labels)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per explanation, with the input's labels (``batch``, ``position``, ...)."""
+        import pandas as pd
+
+        rows = []
+        for e in self:
+            label = self.labels[e.index] if self.labels is not None else {}
+            rows.append({**label, **e.to_dict()})
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        n_vec = len({e.index for e in self})
+        head = ", ".join(repr(e.text) for e in self[:3]) + (", …" if len(self) > 3 else "")
+        return f"Explanations({len(self)} for {n_vec} vectors: [{head}])"
+
+    def _repr_html_(self) -> str:
+        cols = ["index", "sample", "explanation", "cos", "fve_nrm"]
+        label_cols = list(self.labels[0]) if self.labels else []
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in [*label_cols, *cols])
+        body = ""
+        for e in self:
+            label = self.labels[e.index] if self.labels is not None else {}
+            cells = [*(str(label.get(c, "")) for c in label_cols), str(e.index), str(e.sample)]
+            text = e.text if not e.skipped else f"(skipped: {e.skipped})"
+            body += (
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                + f"<td style='text-align:left'>{html.escape(text)}</td>"
+                + f"<td>{fmt(e.cos)}</td><td>{fmt(e.fve_nrm)}</td></tr>"
+            )  # fmt: skip
+        return (
+            f"<div><b>Explanations</b>: {len(self)}</div>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..errors import PairMismatchError
 from .backend import GenerationBackend
-from .explanation import Explanation
+from .explanation import Explanation, Explanations
 from .loading import CheckpointSource
 from .metrics import Baseline, Scores, baseline_for, estimate_baseline
 from .provenance import CheckpointRecord, Provenance
@@ -192,7 +192,7 @@ class NLAPair:
         score: bool = True,
         progress: bool | None = None,
         cache: ExplainCache | None = None,
-    ) -> list[Explanation]:
+    ) -> Explanations:
         """Explain one ``[d]`` vector or a ``[n, d]`` batch (tensor or array, any float dtype).
 
         Greedy (``temperature=0``) by default, for reproducible decodes; the AV was
@@ -207,7 +207,7 @@ class NLAPair:
             samples=samples, seed=seed, batch_size=batch_size,
         )  # fmt: skip
         v = as_vector_batch(vectors, self.d_model)
-        return self.explain_rows(v, s, score=score, progress=progress, cache=cache)
+        return Explanations(self.explain_rows(v, s, score=score, progress=progress, cache=cache))
 
     def explain_rows(
         self,

@@ -23,6 +23,7 @@ from .arch import arch_for, text_config, text_model
 from .checkpoint import open_checkpoint, role_mismatch
 from .loading import CheckpointSource
 from .metrics import Scores, score_vectors
+from .progress import bar_options
 from .sidecar import NLAMeta, verify_tokenizer
 from .vectors import as_vector_batch
 
@@ -142,9 +143,8 @@ class Reconstructor:
         # Sort by length so batches carry little padding; restore the order at the end.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out = torch.empty(len(prompts), self.d_model)
-        chunks = range(0, len(order), batch_size)
-        show = progress if progress is not None else len(chunks) > 1
-        for start in tqdm(chunks, desc="reconstructing", unit="batch", disable=not show):
+        bar = tqdm(total=len(order), desc="reconstructing", unit="text", **bar_options(progress))
+        for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = self.tokenizer(
                 [prompts[i] for i in idx],
@@ -161,6 +161,8 @@ class Reconstructor:
             last = mask.sum(dim=1) - 1  # last real token under right padding
             h = hidden[torch.arange(len(idx), device=ids.device), last]
             out[idx] = self.value_head(h).float().cpu()
+            bar.update(len(idx))
+        bar.close()
         return out
 
     def score(

@@ -26,6 +26,7 @@ from .explanation import Explanation, extract_explanation
 from .loading import CheckpointSource
 from .local_backend import LocalBackend
 from .metrics import normalize
+from .progress import bar_options
 from .sampling import Sampling
 from .sidecar import NLAMeta, av_prompt_ids, verify_tokenizer
 from .vectors import as_vector_batch
@@ -157,17 +158,18 @@ class Verbalizer:
         self, v: Float[Tensor, "n d_model"], sampling: Sampling, progress: bool | None
     ) -> list[GenerationOutput]:
         rows = v.repeat_interleave(sampling.samples, dim=0)
-        chunks = range(0, rows.shape[0], sampling.batch_size)
-        show = progress if progress is not None else len(chunks) > 1
         outputs: list[GenerationOutput] = []
-        for start in tqdm(chunks, desc="explaining", unit="batch", disable=not show):
+        bar = tqdm(total=rows.shape[0], desc="explaining", unit="decode", **bar_options(progress))
+        for start in range(0, rows.shape[0], sampling.batch_size):
             chunk = rows[start : start + sampling.batch_size]
             p = sampling
             if sampling.seed is not None:  # a distinct, reproducible seed per batch
                 p = sampling.replace(seed=sampling.seed + start)
             try:
                 outputs += self.backend.generate(self._embeds(chunk), p)
+                bar.update(len(chunk))
             except Exception as exc:
+                bar.close()
                 if not outputs:
                     raise
                 raise IncompleteResultsError(
@@ -176,6 +178,7 @@ class Verbalizer:
                     "nla_lens.explain_dataset for resumable runs.",
                     outputs,
                 ) from exc
+        bar.close()
         return outputs
 
     def explain(

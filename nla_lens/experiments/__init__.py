@@ -6,7 +6,9 @@ exposes them as methods too.
 
 from __future__ import annotations
 
-from .patching import activation_patching, kl_to_clean, logit_diff, patching_html, plot_patching
+from .html import HTMLPage
+from .patching import activation_patching, kl_to_clean, logit_diff, normalized_logit_diff
+from .patching_views import patching_html, plot_patching, plot_patching_interactive
 from .reading import SearchHit, build_transcript, search
 from .runs import ExplainedRun, RunDiff, explain_run, read_subject
 from .steering import (
@@ -23,6 +25,7 @@ from .transcript import Transcript, TranscriptEntry
 
 __all__ = [
     "ExplainedRun",
+    "HTMLPage",
     "RunDiff",
     "SearchHit",
     "SteeredGeneration",
@@ -36,8 +39,10 @@ __all__ = [
     "explain_run",
     "kl_to_clean",
     "logit_diff",
+    "normalized_logit_diff",
     "patching_html",
     "plot_patching",
+    "plot_patching_interactive",
     "read_subject",
     "search",
     "steer_by_edit",

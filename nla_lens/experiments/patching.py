@@ -18,15 +18,22 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core.pair import NLAPair
+from ..core.progress import bar_options
 from ..core.sampling import Sampling
 from ..errors import CaptureError
 from ..subjects import ResidualEdit, as_subject, capture_residual, resolve_positions
+from .flagged import explain_flagged, score_flagged
 from .runs import read_subject
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["activation_patching", "kl_to_clean", "logit_diff", "patching_html", "plot_patching"]
+__all__ = [
+    "activation_patching",
+    "kl_to_clean",
+    "logit_diff",
+    "normalized_logit_diff",
+]
 
 Metric = Callable[[Tensor, Tensor, Tensor], float]
 
@@ -40,11 +47,27 @@ def logit_diff(correct: int, incorrect: int) -> Metric:
     return metric
 
 
+def normalized_logit_diff(correct: int, incorrect: int) -> Metric:
+    """Metric: the logit difference rescaled so the clean run is 1 and the corrupted run 0
+    (a patch that moves the answer all the way to the corrupted one scores 0). NaN when
+    the clean and corrupted runs have the same logit difference (nothing to recover)."""
+    raw = logit_diff(correct, incorrect)
+
+    def metric(patched: Tensor, clean: Tensor, corrupt: Tensor) -> float:
+        lo, hi = raw(corrupt, clean, corrupt), raw(clean, clean, corrupt)
+        if abs(hi - lo) < 1e-6:
+            return float("nan")
+        return (raw(patched, clean, corrupt) - lo) / (hi - lo)
+
+    return metric
+
+
 def kl_to_clean(patched: Tensor, clean: Tensor, corrupt: Tensor) -> float:
-    """Metric: KL(clean || patched) of the next-token distribution at the last position."""
+    """Metric: KL(clean || patched) of the next-token distribution at the last position
+    (clamped at 0: float error can make an identical distribution's KL slightly negative)."""
     p = torch.log_softmax(clean[-1].float(), -1)
     q = torch.log_softmax(patched[-1].float(), -1)
-    return float((p.exp() * (p - q)).sum())
+    return max(0.0, float((p.exp() * (p - q)).sum()))
 
 
 def _replace_with(values: Tensor) -> Callable[[Tensor], Tensor]:
@@ -83,16 +106,19 @@ def activation_patching(
     prompts of a batch may differ in length, padded either side). ``positions``
     count over each prompt's real tokens (negative from its last). ``metric(
     patched_logits, clean_logits, corrupt_logits) -> float`` sees each prompt's
-    ``[n_real, vocab]`` logits; default: logit difference when
-    ``answer_tokens=(correct, incorrect)`` is given, else KL to the clean run.
-    Works with TransformerBridge, nnsight and Hugging Face models. Returns one
-    row per (batch, layer, position).
+    ``[n_real, vocab]`` logits; default: with ``answer_tokens=(correct, incorrect)``
+    the normalised logit difference (1 = the clean run, 0 = the corrupted run; the
+    raw difference is in ``logit_diff``), else KL to the clean run. Works with
+    TransformerBridge, nnsight and Hugging Face models. Returns one row per
+    (batch, layer, position); ``downstream_of_k`` marks cells patched after
+    layer K, whose layer-K explanation cannot change.
     """
     import pandas as pd
 
     subject = as_subject(model, tokenizer)
+    raw_ld = logit_diff(*answer_tokens) if answer_tokens is not None else None
     if metric is None:
-        metric = logit_diff(*answer_tokens) if answer_tokens is not None else kl_to_clean
+        metric = normalized_logit_diff(*answer_tokens) if answer_tokens is not None else kl_to_clean
     _, clean_k = read_subject(nla, subject, clean)
     corrupt_k = capture_residual(subject, corrupt, nla.layer)
     lengths_clean = clean_k.attention_mask.sum(1).tolist()
@@ -124,8 +150,8 @@ def activation_patching(
     grid = [(layer, p) for layer in layers for p in positions]
     patched_vecs: list[Tensor] = []  # [batch, d] per grid cell
     values: list[list[float]] = []
-    show = progress if progress is not None else len(grid) > 8
-    for layer, p in tqdm(grid, desc="patching", unit="cell", disable=not show):
+    raw_values: list[list[float]] = []
+    for layer, p in tqdm(grid, desc="patching", unit="cell", **bar_options(progress)):
         donor_cap = corrupt_full[layer]
         cols = capture_cols(donor_cap.attention_mask, p)
         donor = donor_cap.residual[rows_b, cols]
@@ -137,6 +163,13 @@ def activation_patching(
         values.append(
             [metric(patched_logits[b], clean_logits[b], corrupt_logits[b]) for b in range(batch)]
         )
+        if raw_ld is not None:
+            raw_values.append(
+                [
+                    raw_ld(patched_logits[b], clean_logits[b], corrupt_logits[b])
+                    for b in range(batch)
+                ]
+            )
         patched_vecs.append(run.residual[:, 0].float().cpu())
     rel = {p: [p % n for n in lengths_clean] for p in positions}
     clean_vecs = (
@@ -161,7 +194,7 @@ def activation_patching(
     flat = torch.cat([torch.stack(patched_vecs).reshape(-1, nla.d_model),
                       clean_vecs.reshape(-1, nla.d_model), corrupt_vecs.reshape(-1, nla.d_model)])  # fmt: skip
     s = Sampling.of(sampling, **settings)
-    first = [e for e in nla.explain(flat, sampling=s) if e.sample == 0]
+    first = [e for e in explain_flagged(nla, flat, s) if e.sample == 0]
     patched_e = first[: n_cells * batch]
     clean_e = first[n_cells * batch : n_cells * batch + m * batch]
     corrupt_e = first[n_cells * batch + m * batch :]
@@ -176,8 +209,11 @@ def activation_patching(
         texts = [ref(clean_e, p, b).text for _, _, p, b in cells] + [
             ref(corrupt_e, p, b).text for _, _, p, b in cells
         ]
+        skip = [bool(ref(clean_e, p, b).skipped) for _, _, p, b in cells] + [
+            bool(ref(corrupt_e, p, b).skipped) for _, _, p, b in cells
+        ]
         vecs = torch.stack([patched_vecs[i][b] for i, _, _, b in cells])
-        fits = nla.score(texts, torch.cat([vecs, vecs]))
+        fits = score_flagged(nla, texts, torch.cat([vecs, vecs]), skip)
     n = len(cells)
     rows: list[dict[str, Any]] = []
     for j, (i, layer, p, b) in enumerate(cells):
@@ -190,6 +226,7 @@ def activation_patching(
             "position": position,
             "token": tokens[b][position],
             "metric": values[i][b],
+            "downstream_of_k": layer > nla.layer,
             "explanation": e.text,
             "mse_nrm": e.mse_nrm,
             "cos": e.cos,
@@ -199,12 +236,16 @@ def activation_patching(
             "same_as_clean": e.text == ce.text,
             "same_as_corrupt": e.text == xe.text,
         }
+        if raw_ld is not None:
+            row["logit_diff"] = raw_values[i][b]
+        if e.skipped:
+            row["skipped"] = e.skipped
         if fits is not None:
-            row["crossfit_cos_clean"] = float(fits.cos[j])
-            row["crossfit_cos_corrupt"] = float(fits.cos[n + j])
-            if fits.fve_nrm is not None:
-                row["crossfit_fve_clean"] = float(fits.fve_nrm[j])
-                row["crossfit_fve_corrupt"] = float(fits.fve_nrm[n + j])
+            row["crossfit_cos_clean"] = fits.cos[j]
+            row["crossfit_cos_corrupt"] = fits.cos[n + j]
+            if nla.baseline is not None:
+                row["crossfit_fve_nrm_clean"] = fits.fve_nrm[j]
+                row["crossfit_fve_nrm_corrupt"] = fits.fve_nrm[n + j]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -212,90 +253,3 @@ def activation_patching(
 def capture_cols(attention_mask: Tensor, position: int) -> Tensor:
     """Each row's absolute column of ``position`` (counted over its real tokens)."""
     return resolve_positions(attention_mask, [position])[:, 0]
-
-
-def _one_prompt(df: pd.DataFrame, batch: int) -> pd.DataFrame:
-    if "batch" not in df.columns:
-        return df
-    if batch not in set(df["batch"]):
-        raise CaptureError(
-            f"no rows for batch {batch}; the frame holds batches {sorted(set(df['batch']))}."
-        )
-    return df[df["batch"] == batch]
-
-
-def plot_patching(
-    df: pd.DataFrame,
-    *,
-    value: str = "metric",
-    label_chars: int = 28,
-    ax: Any = None,
-    batch: int = 0,
-) -> Any:
-    """Heatmap of ``value`` over layers (rows) and positions (columns) for prompt ``batch``,
-    each cell labelled with the start of its explanation. Returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    df = _one_prompt(df, batch)
-    grid = df.pivot(index="layer", columns="position", values=value)
-    text = df.pivot(index="layer", columns="position", values="explanation")
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(1.9 * grid.shape[1] + 2, 0.8 * grid.shape[0] + 1.5))
-    im = ax.imshow(grid.values, cmap="RdBu_r", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]))
-    tokens = df.drop_duplicates("position").set_index("position")["token"]
-    ax.set_xticklabels([f"{p}\n{tokens[p]}" for p in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [str(layer) for layer in grid.index])
-    ax.set_xlabel("position (token)")
-    ax.set_ylabel("patched layer")
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            label = str(text.values[i, j])
-            label = label if len(label) <= label_chars else label[: label_chars - 1] + "…"
-            shade = im.norm(grid.values[i, j])
-            color = "white" if shade < 0.2 or shade > 0.8 else "black"  # readable on dark cells
-            ax.text(
-                j,
-                i,
-                f"{grid.values[i, j]:.2f}\n{label}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color=color,
-            )
-    ax.figure.colorbar(im, ax=ax, label=value)
-    ax.set_title(
-        f"activation patching: {value} (labels: explanation of the patched layer-K residual)"
-    )
-    return fig if fig is not None else ax.figure
-
-
-def patching_html(df: pd.DataFrame, *, value: str = "metric", batch: int = 0) -> str:
-    """An HTML grid of ``value`` for prompt ``batch``, each cell's explanation on hover."""
-    import html
-
-    df = _one_prompt(df, batch)
-    layers = sorted(df["layer"].unique())
-    positions = sorted(df["position"].unique())
-    lo, hi = float(df[value].min()), float(df[value].max())
-    cells = {(r.layer, r.position): r for r in df.itertuples()}
-    head = "".join(
-        f"<th>{p}<br><code>{html.escape(str(cells[(layers[0], p)].token))}</code></th>"
-        for p in positions
-    )
-    body = ""
-    for layer in layers:
-        tds = ""
-        for p in positions:
-            r = cells[(layer, p)]
-            v = float(getattr(r, value))
-            t = 0.5 if hi == lo else (v - lo) / (hi - lo)
-            tds += (
-                f'<td title="{html.escape(r.explanation)}" style="background:hsl({240 - 240 * t:.0f},70%,80%)">'
-                f"{v:.3f}</td>"
-            )
-        body += f"<tr><th>{layer}</th>{tds}</tr>"
-    return (
-        f"<table><thead><tr><th>layer \\ pos</th>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )

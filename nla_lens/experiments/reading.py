@@ -19,6 +19,7 @@ from ..core.sampling import Sampling
 from ..core.vectors import as_vector_batch
 from ..errors import CaptureError, VectorError
 from ..subjects import as_subject, generate_and_capture
+from .flagged import explain_flagged
 from .runs import read_subject
 from .transcript import Transcript, TranscriptEntry, noise_flags
 
@@ -86,7 +87,7 @@ def build_transcript(
     if temperature is None and want > 1 and (sampling is None or sampling.greedy):
         temperature = 1.0  # several greedy samples would all be one decode
     s = Sampling.of(sampling, samples=samples, temperature=temperature, **settings)
-    exps = nla.explain(vectors, sampling=s)
+    exps = explain_flagged(nla, vectors, s)
     k = s.samples
     entries = tuple(
         TranscriptEntry(
@@ -95,7 +96,7 @@ def build_transcript(
             section="reply" if bool(is_reply[c]) else "prompt",
             norm=norms[i],
             explanations=tuple(exps[i * k : (i + 1) * k]),
-            flags=flags[i],
+            flags=flags[i] + (("skipped",) if exps[i * k].skipped else ()),
         )
         for i, c in enumerate(cols)
     )

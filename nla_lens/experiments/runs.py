@@ -19,11 +19,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..core.explanation import Explanation
+from ..core.explanation import Explanation, fmt
 from ..core.pair import NLAPair
 from ..core.sampling import Sampling
 from ..errors import PairMismatchError
 from ..subjects import Captured, Positions, Subject, as_subject, capture_residual
+from .flagged import explain_flagged, score_flagged
+from .html import HTMLPage, fve_colour
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,10 +54,6 @@ def read_subject(
         subject, inputs, nla.layer if layer is None else layer, positions=positions, **options
     )
     return subject, cap
-
-
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 @dataclass(frozen=True)
@@ -108,17 +106,31 @@ class ExplainedRun:
             ]
         )
 
-    def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><td>{b}</td><td>{p}</td><td><code>{html.escape(self.tokens[b][p])}</code></td>"
-            f"<td style='text-align:left'>{html.escape(e.text)}</td><td>{_f(e.cos)}</td><td>{_f(e.fve_nrm)}</td></tr>"
-            for (b, p), e in zip(self.rows, self.explanations, strict=True)
-        )
-        return (
-            f"<div><b>ExplainedRun</b> {html.escape(self.label)}: {len(self)} positions</div>"
+    def to_html(self) -> HTMLPage:
+        """A table of the explained positions, each row coloured by fve_nrm;
+        ``.save(path)`` writes it as a page."""
+        body = ""
+        for (b, p), e in zip(self.rows, self.explanations, strict=True):
+            text = e.text if not e.skipped else f"(skipped: {e.skipped})"
+            body += (
+                f"<tr style='background:{fve_colour(e.fve_nrm)}'><td>{b}</td><td>{p}</td>"
+                f"<td><code>{html.escape(self.tokens[b][p])}</code></td>"
+                f"<td style='text-align:left'>{html.escape(text)}</td>"
+                f"<td>{fmt(e.cos)}</td><td>{fmt(e.fve_nrm)}</td></tr>"
+            )
+        return HTMLPage(
+            f"<div><b>ExplainedRun</b> {html.escape(self.label)}: {len(self)} positions "
+            "(rows coloured by fve_nrm: red 0, green 1)</div>"
             "<table><thead><tr><th>batch</th><th>pos</th><th>token</th><th>explanation</th>"
-            f"<th>cos</th><th>fve_nrm</th></tr></thead><tbody>{body}</tbody></table>"
+            f"<th>cos</th><th>fve_nrm</th></tr></thead><tbody>{body}</tbody></table>",
+            title=f"ExplainedRun {self.label}",
         )
+
+    def _repr_html_(self) -> str:
+        return str(self.to_html())
+
+    def __repr__(self) -> str:
+        return f"ExplainedRun({self.label!r}, {len(self)} positions, texts={self.texts[:3]!r}{'…' if len(self) > 3 else ''})"
 
     def diff(self, other: ExplainedRun) -> RunDiff:
         """Side-by-side explanations and cross-fit scores against another run."""
@@ -132,27 +144,21 @@ class ExplainedRun:
                 f"cannot diff runs with {len(self)} and {len(other)} explained positions; "
                 "explain the same positions in both runs."
             )
-        both_texts = self.texts + other.texts
-        both_vecs = torch.cat(
-            [other.vectors, self.vectors]
-        )  # A's text vs B's vector, then B's vs A's
-        cross = nla.score(both_texts, both_vecs)
+        # A's text against B's vector, then B's text against A's vector
+        skip = [bool(e.skipped) for e in self.explanations + other.explanations]
+        cross = score_flagged(
+            nla, self.texts + other.texts, torch.cat([other.vectors, self.vectors]), skip
+        )
         n = len(self)
         return RunDiff(
             a=self,
             b=other,
-            cross_a_on_b=_scores_slice(cross, 0, n),
-            cross_b_on_a=_scores_slice(cross, n, 2 * n),
+            cross_a_on_b={k: getattr(cross, k)[:n] for k in _METRICS},
+            cross_b_on_a={k: getattr(cross, k)[n:] for k in _METRICS},
         )
 
 
-def _scores_slice(scores: Any, lo: int, hi: int) -> dict[str, list[float | None]]:
-    fve = scores.fve_nrm
-    return {
-        "mse_nrm": scores.mse_nrm[lo:hi].tolist(),
-        "cos": scores.cos[lo:hi].tolist(),
-        "fve_nrm": [None] * (hi - lo) if fve is None else fve[lo:hi].tolist(),
-    }
+_METRICS = ("mse_nrm", "cos", "fve_nrm")
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -199,22 +205,26 @@ class RunDiff:
                     "same_text": ea.text == eb.text,
                     "self_cos_a": ea.cos,
                     "self_cos_b": eb.cos,
-                    "self_fve_a": ea.fve_nrm,
-                    "self_fve_b": eb.fve_nrm,
+                    "self_fve_nrm_a": ea.fve_nrm,
+                    "self_fve_nrm_b": eb.fve_nrm,
                     "cross_cos_a_on_b": self.cross_a_on_b["cos"][i],
                     "cross_cos_b_on_a": self.cross_b_on_a["cos"][i],
-                    "cross_fve_a_on_b": self.cross_a_on_b["fve_nrm"][i],
-                    "cross_fve_b_on_a": self.cross_b_on_a["fve_nrm"][i],
+                    "cross_fve_nrm_a_on_b": self.cross_a_on_b["fve_nrm"][i],
+                    "cross_fve_nrm_b_on_a": self.cross_b_on_a["fve_nrm"][i],
                 }
             )
         return pd.DataFrame(rows)
 
-    def _repr_html_(self) -> str:
+    def to_html(self) -> HTMLPage:
         df = self.to_frame()
-        return (
+        return HTMLPage(
             f"<div><b>RunDiff</b> {html.escape(self.a.label)} vs {html.escape(self.b.label)}</div>"
-            + df.to_html(index=False)
+            + df.to_html(index=False),
+            title=f"RunDiff {self.a.label} vs {self.b.label}",
         )
+
+    def _repr_html_(self) -> str:
+        return str(self.to_html())
 
 
 def explain_run(
@@ -222,7 +232,7 @@ def explain_run(
     model: Any,
     inputs: Any,
     *,
-    positions: Positions = -1,
+    positions: Positions = None,
     edits: Any = (),
     fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
     intervene: Callable[[Any], Any] | None = None,
@@ -236,17 +246,23 @@ def explain_run(
 
     ``edits`` (e.g. ``add_direction(...)``) work for every framework; ``fwd_hooks``
     (TransformerBridge), ``hf_hooks`` (Hugging Face) and ``intervene`` (nnsight) are
-    the frameworks' own idioms. ``positions`` count over each row's real tokens.
+    the frameworks' own idioms. ``positions`` count over each row's real tokens
+    (None, the default everywhere, = every real token; -1 = each row's last).
     """
     _, cap = read_subject(
         nla, model, inputs, positions=positions, tokenizer=tokenizer, edits=edits,
         fwd_hooks=fwd_hooks, intervene=intervene, hf_hooks=hf_hooks,
     )  # fmt: skip
     batch, n_pos, d = cap.residual.shape
-    vectors = cap.residual.reshape(batch * n_pos, d).float().cpu()
+    keep = (
+        cap.attention_mask.bool()
+        if positions is None
+        else torch.ones(batch, n_pos, dtype=torch.bool)
+    )
     rel = cap.relative
-    rows = [(b, int(rel[b, j])) for b in range(batch) for j in range(n_pos)]
-    exps = nla.explain(vectors, sampling=sampling, **settings)
+    vectors = cap.residual[keep.to(cap.residual.device)].float().cpu()
+    rows = [(b, int(rel[b, j])) for b in range(batch) for j in range(n_pos) if keep[b, j]]
+    exps = explain_flagged(nla, vectors, Sampling.of(sampling, **settings))
     first = [e for e in exps if e.sample == 0]
     return ExplainedRun(
         input_ids=cap.input_ids,

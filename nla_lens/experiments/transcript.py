@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.explanation import Explanation
+from .html import HTMLPage, fve_colour
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,13 +165,13 @@ class Transcript:
         ]
         return pd.DataFrame(rows)
 
-    def to_html(self) -> str:
-        """Notebook HTML: tokens coloured by fve_nrm (red low, green high), explanations below."""
+    def to_html(self) -> HTMLPage:
+        """Notebook HTML: tokens coloured by fve_nrm (red low, green high), explanations below;
+        ``.save(path)`` writes it as a page."""
         cells = []
         for e in self.entries:
             fve = e.fve_nrm
-            hue = 0 if fve is None else max(0.0, min(1.0, fve)) * 120
-            bg = "#eee" if fve is None else f"hsl({hue:.0f}, 70%, 85%)"
+            bg = fve_colour(fve)
             title = html.escape(
                 f"pos {e.position} | ||v||={e.norm:.1f} | cos={_fmt(e.cos)} | fve_nrm={_fmt(fve)}"
                 + (f" | flags: {', '.join(e.flags)}" if e.flags else "")
@@ -191,13 +192,14 @@ class Transcript:
             f"<td style='text-align:left'>{'<br>'.join(html.escape(x.text) for x in e.explanations)}</td></tr>"
             for e in self.entries
         )
-        return (
+        return HTMLPage(
             f'<div class="nla-transcript"><div><b>NLA transcript</b> {html.escape(self.model_name)} '
             f"layer {self.layer}; colour = fve_nrm (red 0, green 1); dashed = noisy position</div>"
             f"<div style='line-height:2'>{''.join(cells)}</div>"
             "<table><thead><tr><th>pos</th><th>token</th><th>section</th><th>||v||</th><th>cos</th>"
-            f"<th>fve_nrm</th><th>flags</th><th>explanation</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            f"<th>fve_nrm</th><th>flags</th><th>explanation</th></tr></thead><tbody>{rows}</tbody></table></div>",
+            title=f"NLA transcript: {self.model_name} layer {self.layer}",
         )
 
     def _repr_html_(self) -> str:
-        return self.to_html()
+        return str(self.to_html())

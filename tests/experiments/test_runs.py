@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nla_lens.experiments.patching import activation_patching, patching_html, plot_patching
+from nla_lens.experiments import activation_patching, patching_html, plot_patching
 from nla_lens.experiments.runs import ExplainedRun
 from nla_lens.experiments.steering import add_direction, steer_by_edit
 from nla_lens.subjects import residual_edit

@@ -37,6 +37,7 @@ import torch
 
 from ...core.backend import GenerationBackend
 from ...core.pair import NLAPair
+from ...core.progress import bar_options
 from ...core.sampling import Sampling
 from ...errors import NLAError, VectorError
 from .output import record, write_output
@@ -92,7 +93,7 @@ def explain_dataset(
     seed: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     overwrite: bool = False,
 ) -> JobResult:
     """Explain every vector of ``input_path`` into the parquet file ``output_path``.
@@ -140,7 +141,7 @@ def explain_dataset(
         from tqdm.auto import tqdm
 
         with tqdm(
-            total=n, initial=resumed, desc="explaining", unit="row", disable=not progress
+            total=n, initial=resumed, desc="explaining", unit="vector", **bar_options(progress)
         ) as bar:
             for start, vectors in src.chunks(s.batch_size):
                 if done.get(start) == len(vectors):
