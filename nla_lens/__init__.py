@@ -12,7 +12,7 @@ experiment verbs, :func:`explain_dataset`, the result types and
 
 from __future__ import annotations
 
-from .core.explanation import Explanation
+from .core.explanation import Explanation, Explanations
 from .core.metrics import Scores
 from .core.reconstructor import Reconstructor
 from .core.releases import RELEASED_PAIRS
@@ -47,6 +47,7 @@ __all__ = [
     "ExplainedRun",
     "Explanation",
     "ExplanationCache",
+    "Explanations",
     "JobResult",
     "NLAError",
     "Reconstructor",

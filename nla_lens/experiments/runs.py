@@ -253,7 +253,7 @@ def explain_run(
         nla, model, inputs, positions=positions, tokenizer=tokenizer, edits=edits,
         fwd_hooks=fwd_hooks, intervene=intervene, hf_hooks=hf_hooks,
     )  # fmt: skip
-    batch, n_pos, d = cap.residual.shape
+    batch, n_pos, _ = cap.residual.shape
     keep = (
         cap.attention_mask.bool()
         if positions is None

@@ -42,7 +42,7 @@ from ...core.sampling import Sampling
 from ...errors import NLAError, VectorError
 from .output import record, write_output
 from .progress import PARTIAL_SUFFIX, Progress
-from .sources import Source, pyarrow
+from .sources import VECTOR_COLUMN, Source, pyarrow
 
 __all__ = ["JobResult", "explain_dataset"]
 
@@ -77,8 +77,31 @@ def _load_nla(
     return NLAPair.from_pretrained(av, ar, device=device, dtype=dtype, backend=backend)
 
 
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and hasattr(obj, "columns")
+
+
+def _stage_frame(df: Any, out: Path) -> Path:
+    """Write a DataFrame input to parquet beside the output (deterministic bytes)."""
+    if VECTOR_COLUMN not in df.columns:
+        raise VectorError(
+            f"the DataFrame has no {VECTOR_COLUMN!r} column (columns: {list(df.columns)}); "
+            f"rename the vector column to {VECTOR_COLUMN!r}."
+        )
+    pa, pq = pyarrow()
+    staged = Path(str(out) + ".input.parquet")
+    if not out.parent.is_dir():
+        raise NLAError(f"the output folder {out.parent} does not exist; create it first.")
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise VectorError(f"the DataFrame cannot be stored as parquet ({exc}).") from exc
+    pq.write_table(table, str(staged))
+    return staged
+
+
 def explain_dataset(
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | Any,
     output_path: str | os.PathLike[str],
     *,
     av: str | os.PathLike[str] | NLAPair,
@@ -98,6 +121,10 @@ def explain_dataset(
 ) -> JobResult:
     """Explain every vector of ``input_path`` into the parquet file ``output_path``.
 
+    ``input_path`` is a parquet / ``.npy`` / ``.pt`` file, or a pandas DataFrame with an
+    ``activation_vector`` column (staged as ``OUTPUT.input.parquet`` while the job runs,
+    so an interrupted job resumes from the same DataFrame).
+
     ``av``/``ar`` are checkpoint directories or hub ids (or ``av`` is an already
     loaded NLA); ``backend`` decodes on a server instead of in-process. The
     settings form one :class:`~nla_lens.Sampling` (``seed`` defaults to 0 here,
@@ -113,7 +140,9 @@ def explain_dataset(
     )  # fmt: skip
     seed0 = 0 if s.seed is None else s.seed
     s = s.replace(seed=seed0)
-    src_path, out = Path(input_path), Path(output_path)
+    out = Path(output_path)
+    staged = _stage_frame(input_path, out) if _is_frame(input_path) else None
+    src_path = staged or Path(input_path)
     if not src_path.is_file():
         raise NLAError(f"input {src_path} does not exist (or is not a file).")
     partial_path = Path(str(out) + PARTIAL_SUFFIX)
@@ -167,4 +196,6 @@ def explain_dataset(
         partial.close()
         raise
     partial.remove()
+    if staged is not None:
+        staged.unlink(missing_ok=True)
     return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta)
