@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_vllm.sh
+bash scripts/setup_browser.sh
 .venv/bin/ruff check nla_lens tests bench tutorials
 .venv/bin/ruff format --check nla_lens tests bench tutorials
 .venv/bin/mypy

@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ..core.provenance import package_version
 from ..errors import NLAError
 
 _COMMANDS = ("demo", "transcript", "explain")
@@ -17,6 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nla-lens",
         description="Read residual-stream activations with Natural Language Autoencoders.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"nla-lens {package_version('nla-lens')}",
+        help="print the installed version and exit",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         try:

@@ -13,7 +13,18 @@ import argparse
 from typing import Any
 
 from ..errors import NLAError
+from ._pair import add_pair_args, resolve
 from ._sampling import add_sampling_args, sampling_from
+
+DESCRIPTION = """Explain every vector of a dataset file into a parquet file.
+
+Resumable: if it is interrupted (even killed), run the same command again.
+
+  nla-lens explain vectors.parquet --av kitft/nla-gemma3-12b-L32-av \\
+      --ar kitft/nla-gemma3-12b-L32-ar --output explained.parquet
+  nla-lens explain vectors.npy --av toy --ar toy --output out.parquet
+  nla-lens explain vectors.npy --av AV --output out.parquet --backend sglang --url http://127.0.0.1:30000
+"""
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -22,19 +33,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "explain",
         help="explain a dataset of vectors (parquet/npy/pt) into a parquet file (resumable)",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "input",
         help="parquet with an 'activation_vector' list<float> column, or .npy / .pt [n, d_model]",
     )
-    p.add_argument("--av", required=True, help="AV checkpoint: a local directory or a hub id")
-    p.add_argument(
-        "--ar",
-        default=None,
-        help="AR checkpoint, to score each explanation (mse_nrm, cos, fve_nrm)",
-    )
+    add_pair_args(p, subject=False, av_required=True)
     p.add_argument("--output", "-o", required=True, help="output parquet file")
     p.add_argument(
         "--backend",
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         args.backend, args.url, model=args.model, max_in_flight=args.max_in_flight
     )
     result = explain_dataset(
-        args.input, args.output, av=args.av, ar=args.ar, backend=backend, sampling=sampling_from(args),
+        args.input, args.output, av=resolve(args.av, "av") or args.av, ar=resolve(args.ar, "ar"), backend=backend, sampling=sampling_from(args),
         device=args.device, dtype=args.dtype, progress=not args.no_progress, overwrite=args.overwrite,
     )  # fmt: skip
     resumed = f", {result.resumed_rows} resumed from a partial run" if result.resumed_rows else ""

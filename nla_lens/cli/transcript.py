@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import NLAError
+from ._pair import add_pair_args, resolve
 from ._sampling import add_sampling_args, sampling_from
 
 
@@ -13,13 +15,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "transcript",
         help="explain every token of a prompt",
-        description=__doc__,
-        epilog="Defaults to the shipped toy pair and subject (offline).",
+        description="A per-token transcript of a prompt (and of a generated reply): each position's token, explanation and scores, with noisy positions flagged.",
+        epilog="Defaults to the shipped toy pair and subject (offline). Example: "
+        'nla-lens transcript "the cat is in the house" --av toy --ar toy --subject toy',
     )
     p.add_argument("text", help="the user message (or plain text with --plain)")
-    p.add_argument("--subject", help="subject model dir or hub id (default: the toy subject)")
-    p.add_argument("--av", help="AV dir or hub id (default: the toy AV)")
-    p.add_argument("--ar", help="AR dir or hub id (default: the toy AR)")
+    add_pair_args(p, subject=True)
     p.add_argument(
         "--plain", action="store_true", help="read the text as-is instead of as a chat message"
     )
@@ -39,19 +40,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..errors import NLAError
     from ..lens import NLA
-    from ..toy import checkpoints
 
-    if args.av or args.ar or args.subject:
-        if not (args.av and args.subject):
-            raise NLAError(
-                "pass --subject and --av (and --ar for scores) together, or none of them for the toy pair."
-            )
-        subject, av, ar = args.subject, args.av, args.ar
-    else:
-        toy = checkpoints()
-        subject, av, ar = str(toy.subject), toy.av, toy.ar
+    subject = resolve(args.subject, "subject")
+    av, ar = resolve(args.av, "av"), resolve(args.ar, "ar")
+    if av is None or subject is None:
+        raise NLAError("transcript needs --av and --subject (or 'toy' for the shipped pair).")
     nla = NLA.from_pretrained(av, ar, device=args.device)
     tok = AutoTokenizer.from_pretrained(subject)
     model = AutoModelForCausalLM.from_pretrained(

@@ -31,6 +31,7 @@ from ..errors import CaptureError
 
 __all__ = [
     "Encoded",
+    "check_known_words",
     "check_single_bos",
     "encode",
     "is_conversation",
@@ -96,8 +97,28 @@ def _encode_text(tokenizer: Any, text: str, index: int | None) -> list[int]:
     where = "" if index is None else f" (batch item {index})"
     if not text.strip():
         raise CaptureError(f"empty text{where}: there is nothing to capture a residual from.")
-    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-    return [int(i) for i in ids]
+    ids = [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
+    check_known_words(tokenizer, text, ids, where)
+    return ids
+
+
+def check_known_words(tokenizer: Any, text: str, ids: Sequence[int], where: str = "") -> None:
+    """Refuse text the tokenizer can only read as its unknown token (a word-level vocabulary,
+    like the toy's, would otherwise silently turn each unknown word into ``<unk>``)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not isinstance(unk, int) or unk not in ids:
+        return
+    words = []
+    for word in text.split():
+        if unk in tokenizer(word, add_special_tokens=False)["input_ids"] and word not in words:
+            words.append(word)
+    shown = ", ".join(repr(w) for w in words[:10]) or "(some characters)"
+    raise CaptureError(
+        f"the tokenizer does not know {shown}{where}: it would read "
+        f"{'them' if len(words) != 1 else 'it'} as {tokenizer.unk_token!r} and the residuals "
+        "would be those of the unknown token. Use words from its vocabulary "
+        "(the toy subject knows a small English vocabulary: tokenizer.get_vocab())."
+    )
 
 
 def _encode_chat(
@@ -118,7 +139,10 @@ def _encode_chat(
         ids = ids.tolist()
     if ids and isinstance(ids[0], list):  # some versions batch a single chat
         ids = ids[0]
-    return [int(i) for i in ids]
+    out = [int(i) for i in ids]
+    text = " ".join(str(m.get("content", "")) for m in messages)
+    check_known_words(tokenizer, text, out, " (in a chat message)")
+    return out
 
 
 def _from_ids(input_ids: Any, attention_mask: Any) -> Encoded:

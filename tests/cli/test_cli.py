@@ -62,3 +62,52 @@ def test_console_script_offline():
         check=True,
     )
     assert "demo" in out.stdout and "transcript" in out.stdout
+
+
+def test_every_option_has_plain_help():
+    import argparse
+
+    from nla_lens.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("nla-lens", parser), *subs.choices.items()]:
+        text = (sub.description or "") + (sub.epilog or "")
+        assert "``" not in text and ":func:" not in text, name
+        for action in sub._actions:
+            if action.dest in ("help", "version") or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, (name, action.dest)
+            assert "``" not in action.help and ":class:" not in action.help, (name, action.dest)
+
+
+def test_version_and_toy_keywords(capsys, tmp_path):
+    import numpy as np
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("nla-lens ")
+    from nla_lens import toy
+
+    src = tmp_path / "v.npy"
+    np.save(src, np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32))
+    out = tmp_path / "o.parquet"
+    assert main(["explain", str(src), "--av", "toy", "--ar", "toy", "-o", str(out),
+                 "--max-new-tokens", "12", "--no-progress"]) == 0  # fmt: skip
+    assert out.is_file()
+    assert main(["transcript", "the cat", "--av", "toy", "--ar", "toy", "--subject", "toy",
+                 "--max-new-tokens", "12"]) == 0  # fmt: skip
+    assert "token='cat'" in capsys.readouterr().out
+    assert toy.checkpoints().av.is_dir()
+
+
+def test_unknown_words_are_reported(capsys):
+    assert main(["demo", "--text", "the cat saw a zzyzx"]) == 2
+    err = capsys.readouterr().err
+    assert "'zzyzx'" in err and "<unk>" in err
+
+
+def test_demo_says_how_to_read_the_scores(capsys):
+    assert main(["demo", "--text", "the cat"]) == 0
+    out = capsys.readouterr().out
+    assert "fve_nrm  the fraction of variance explained" in out and "Try next:" in out
