@@ -112,7 +112,9 @@ def check_known_words(tokenizer: Any, text: str, ids: Sequence[int], where: str 
     for word in text.split():
         if unk in tokenizer(word, add_special_tokens=False)["input_ids"] and word not in words:
             words.append(word)
-    shown = ", ".join(repr(w) for w in words[:10]) or "(some characters)"
+    if not words:  # the unknown token comes from a template or special text, not the user's words
+        return
+    shown = ", ".join(repr(w) for w in words[:10])
     raise CaptureError(
         f"the tokenizer does not know {shown}{where}: it would read "
         f"{'them' if len(words) != 1 else 'it'} as {tokenizer.unk_token!r} and the residuals "

@@ -102,18 +102,18 @@ def test_nnsight_path_follows_the_layout(nns_model, layout):
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_padded_batch_matches_single_rows(hf_model, tokenizer, padding_side):
-    texts = [TEXT, "hello world", "the sky is blue"]
+    texts = [TEXT, "the red world", "the sky is blue"]
     batch = capture_residual(
         hf_model, texts, 2, tokenizer=tokenizer, positions=[0, 1, -1], padding_side=padding_side
     )
     for row, text in enumerate(texts):
         single = capture_residual(hf_model, text, 2, tokenizer=tokenizer, positions=[0, 1, -1])
         assert rel(batch.residual[row], single.residual[0]) < TOL
-        assert batch.position_tokens()[row] == single.position_tokens()[0]
+        assert batch.real_tokens()[row] == single.real_tokens()[0]
 
 
 def test_padded_batch_agrees_across_frameworks(hf_model, tokenizer, bridge, nns_model):
-    texts = [TEXT, "hello world"]
+    texts = [TEXT, "the red world"]
     caps = [
         capture_residual(m, texts, 1, tokenizer=tokenizer, positions=-1, padding_side="left")
         for m in (hf_model, bridge, nns_model)

@@ -9,8 +9,8 @@ from tests.helpers import rel
 
 TOL = 1e-4
 PROMPTS = [
-    [{"role": "user", "content": "what is the capital of france ?"}],
-    [{"role": "user", "content": "hello"}],
+    [{"role": "user", "content": "where is the cat ?"}],
+    [{"role": "user", "content": "the dog"}],
 ]
 
 

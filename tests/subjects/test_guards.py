@@ -80,9 +80,9 @@ def test_positions_out_of_range(hf_model, tokenizer, bridge):
             with pytest.raises(CaptureError, match="out of range"):
                 capture_residual(model, TEXT, 1, tokenizer=tokenizer, positions=bad)
     # the shorter row of a batch sets the limit
-    short = len(tokenizer("hello world")["input_ids"])
+    short = len(tokenizer("the red world")["input_ids"])
     with pytest.raises(CaptureError, match=f"batch row 1, which has {short} real tokens"):
-        capture_residual(hf_model, [TEXT, "hello world"], 1, tokenizer=tokenizer, positions=short)
+        capture_residual(hf_model, [TEXT, "the red world"], 1, tokenizer=tokenizer, positions=short)
 
 
 @pytest.mark.parametrize(
