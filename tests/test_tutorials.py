@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,29 +107,68 @@ def test_real_switch_is_one_environment_variable(tmp_path: Path):
     assert outs["1"][-2:] == ["cuda", "torch.bfloat16"]
 
 
+#: Tutorials whose executed notebook must hold rich outputs: an HTML table and a figure.
+RICH = {"03_activation_patching.py", "04_transcripts_and_steering.py"}
+
+
+def run_as_notebook(path: Path, env: dict[str, str]) -> tuple[Any, str]:
+    """Execute a jupytext tutorial as a notebook in a fresh kernel; (notebook, all stdout)."""
+    import jupytext
+    from nbclient import NotebookClient
+
+    nb = jupytext.read(path)
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        NotebookClient(
+            nb, timeout=TIMEOUT_S, kernel_name="python3",
+            resources={"metadata": {"path": str(TUTORIALS_DIR)}},
+        ).execute()  # fmt: skip
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    stdout = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )  # fmt: skip
+    return nb, stdout
+
+
+def rich_outputs(nb: Any) -> set[str]:
+    """The MIME types of every displayed value in an executed notebook."""
+    kinds: set[str] = set()
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            kinds |= set(o.get("data", {}))
+    return kinds
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("path", TUTORIALS, ids=IDS)
-def test_tutorial_runs_offline_on_the_toy_pair(path: Path, tmp_path: Path, toy):
+def test_tutorial_runs_as_a_notebook_on_the_toy_pair(path: Path, tmp_path: Path, toy):
+    """Each tutorial executes top to bottom as a notebook (jupytext -> nbclient, a real
+    kernel), offline on the toy pair, writes its files, and shows rich outputs."""
+    from nbclient.exceptions import CellExecutionError
+
     out = tmp_path / "out"
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(path)],
-        cwd=ROOT,
-        env=_env(out),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    elapsed = time.perf_counter() - start
-    log = f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, f"{path.name} exited {proc.returncode} after {elapsed:.0f}s\n{log}"
-    assert "toy pair" in proc.stdout, log  # it ran on the toy pair, not the real one
+    try:
+        nb, stdout = run_as_notebook(path, _env(out))
+    except CellExecutionError as exc:
+        pytest.fail(
+            f"{path.name} failed after {time.perf_counter() - start:.0f}s:\n{str(exc)[-6000:]}"
+        )
+    assert "toy pair" in stdout, stdout[-3000:]  # it ran on the toy pair, not the real one
     for name in ARTEFACTS[path.name]:
         f = out / name
-        assert f.is_file() and f.stat().st_size > 0, f"{path.name} did not write {name}\n{log}"
+        assert f.is_file() and f.stat().st_size > 0, f"{path.name} did not write {name}"
         head = f.read_bytes()[:8]
         if name.endswith(".png"):
             assert head == PNG_MAGIC, f"{name} is not a PNG"
         elif name.endswith(".html"):
             assert "<table" in f.read_text(encoding="utf-8"), f"{name} has no table"
+    if path.name in RICH:
+        kinds = rich_outputs(nb)
+        assert {"text/html", "image/png"} <= kinds, f"{path.name} shows only {sorted(kinds)}"

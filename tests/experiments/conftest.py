@@ -25,7 +25,7 @@ def subjects(toy):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bridge = boot_bridge(load(), name=str(toy.subject))
-        nns = nnsight.LanguageModel(load(), tokenizer=tok)
+        nns = nnsight.TransformersModel(load(), task="text-generation", tokenizer=tok)
     return {"transformer_lens": bridge, "nnsight": nns, "hf": load(), "tokenizer": tok}
 
 
