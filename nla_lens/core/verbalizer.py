@@ -151,7 +151,7 @@ class Verbalizer:
     ) -> list[GenerationOutput]:
         """Raw decodes, ``sampling.samples`` per vector, vector-major (all of vector 0's samples first)."""
         return self._generate(
-            as_vector_batch(vectors, self.d_model), sampling or Sampling(), progress
+            as_vector_batch(vectors, self.d_model), Sampling.check(sampling), progress
         )
 
     def _generate(
