@@ -71,8 +71,6 @@ def _load_nla(
                 "pass either a loaded NLA as av=, or checkpoint ids/paths with ar=/backend=, not both."
             )
         return av
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     return NLAPair.from_pretrained(av, ar, device=device, dtype=dtype, backend=backend)
 
 
