@@ -9,7 +9,9 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "CaptureError",
+    "CheckpointError",
     "CheckpointNotFoundError",
+    "DeviceError",
     "IncompleteResultsError",
     "InjectionError",
     "JobMismatchError",
@@ -34,6 +36,15 @@ class NLAError(Exception):
 
 class CheckpointNotFoundError(NLAError, FileNotFoundError):
     """A checkpoint directory or hub id could not be found or downloaded."""
+
+
+class CheckpointError(NLAError):
+    """A checkpoint's files are present but unusable: malformed config.json, missing or
+    corrupt tokenizer files, truncated or corrupt safetensors."""
+
+
+class DeviceError(NLAError, ValueError):
+    """A requested device is not available here, or a dtype is not a floating-point one."""
 
 
 class SidecarError(NLAError):

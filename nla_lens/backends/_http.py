@@ -138,6 +138,7 @@ class HTTPBackend:
         params: Sampling,
     ) -> list[GenerationOutput]:
         """The coroutine behind :meth:`generate`, for callers already in an event loop."""
+        params = Sampling.check(params)
         aiohttp = import_aiohttp()
         items = list(prompt_embeds)
         if not items:

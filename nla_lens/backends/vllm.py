@@ -138,6 +138,7 @@ class VLLMEngineBackend:
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: Sampling,
     ) -> list[GenerationOutput]:
+        params = Sampling.check(params)
         items = [e.detach().to("cpu").contiguous() for e in prompt_embeds]
         if not items:
             return []

@@ -15,10 +15,10 @@ from ..errors import RoleMismatchError
 from .loading import (
     CheckpointSource,
     check_hidden_size,
-    default_device,
-    default_dtype,
     read_config,
     resolve_checkpoint,
+    resolve_device,
+    resolve_dtype,
 )
 from .sidecar import NLAMeta, Role, load_sidecar
 
@@ -50,18 +50,19 @@ def open_checkpoint(
     who: str,
     *,
     device: str | torch.device | None,
-    dtype: torch.dtype | None,
+    dtype: torch.dtype | str | None,
     revision: str | None,
     token: str | bool | None,
     cache_dir: str | os.PathLike[str] | None,
     strict_sidecar: bool,
 ) -> OpenedCheckpoint:
     """Resolve ``name_or_path``, check its sidecar's role and width, and pick device and dtype."""
+    dev = resolve_device(device)  # before any download or load
+    dt = resolve_dtype(dtype, dev)
     source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
     meta = load_sidecar(source.path, strict=strict_sidecar)
     if meta.role != role:
         raise role_mismatch(meta, role, who)
     config = read_config(source.path)
     check_hidden_size(source.path, config, meta.d_model)
-    dev = torch.device(device) if device is not None else default_device()
-    return OpenedCheckpoint(source, meta, config, dev, dtype or default_dtype(dev))
+    return OpenedCheckpoint(source, meta, config, dev, dt)

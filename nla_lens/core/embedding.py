@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from safetensors import safe_open
 from torch import Tensor
 
-from ..errors import CheckpointNotFoundError, UnsupportedArchitectureError
+from ..errors import CheckpointError, CheckpointNotFoundError, UnsupportedArchitectureError
 from .arch import embed_scale, text_config
 
 __all__ = ["EMBED_KEY_SUFFIX", "EmbeddingTable", "find_embedding_key"]
@@ -69,8 +69,19 @@ def _locate(root: Path) -> tuple[Path, str]:
         raise CheckpointNotFoundError(
             f"{root}: neither {_SINGLE} nor {_INDEX}; an NLA checkpoint ships safetensors weights."
         )
-    with safe_open(str(single), framework="pt") as f:
+    with _open_shard(single) as f:
         return single, find_embedding_key(list(f.keys()), str(single))
+
+
+def _open_shard(shard: Path) -> Any:
+    """``safe_open`` of one shard, or a CheckpointError naming it."""
+    try:
+        return safe_open(str(shard), framework="pt")
+    except Exception as exc:  # safetensors raises SafetensorError, OSError
+        raise CheckpointError(
+            f"{shard}: not a readable safetensors file ({type(exc).__name__}: {exc}); it is "
+            "truncated or corrupt. Re-download the checkpoint."
+        ) from exc
 
 
 class EmbeddingTable:
@@ -113,8 +124,14 @@ class EmbeddingTable:
                 config = AutoConfig.from_pretrained(str(root))
             except (OSError, ValueError) as exc:
                 raise CheckpointNotFoundError(f"{root}: no readable config.json ({exc}).") from exc
-        with safe_open(str(shard), framework="pt") as f:
-            weight = f.get_tensor(key)
+        with _open_shard(shard) as f:
+            try:
+                weight = f.get_tensor(key)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"{shard}: cannot read {key!r} ({type(exc).__name__}: {exc}); the file is "
+                    "truncated or corrupt. Re-download the checkpoint."
+                ) from exc
         weight = weight.to(dtype)
         d = text_config(config).hidden_size
         if weight.ndim != 2 or weight.shape[1] != d:

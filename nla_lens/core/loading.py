@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointError, CheckpointNotFoundError, DeviceError
 
 __all__ = ["CheckpointSource", "default_device", "default_dtype", "resolve_checkpoint"]
 
@@ -152,16 +152,115 @@ def read_config(path: Path) -> dict[str, Any]:
         raise CheckpointNotFoundError(
             f"{path}: no config.json; not a Hugging Face checkpoint directory."
         )
-    data: dict[str, Any] = json.loads(cfg.read_text())
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{cfg}: not readable JSON ({exc}). The file is corrupt or was cut off: re-download "
+            "the checkpoint (or restore config.json from the hub)."
+        ) from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{cfg}: expected a JSON object of model settings, got {type(data).__name__}. "
+            "Re-download the checkpoint."
+        )
     return data
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device that exists here (None = CUDA when available, else CPU)."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise DeviceError(
+            f"device={device!r} is not a device name ({exc}); use e.g. 'cpu', 'cuda' or 'cuda:0'."
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device={device!r}, but CUDA is not available on this machine (no GPU, or a "
+                "CPU-only torch build). Use device='cpu', or leave device unset to pick one."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})."
+            )
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"device={device!r}, but MPS is not available; use device='cpu'.")
+    elif dev.type not in ("cpu", "meta"):
+        available = getattr(getattr(torch, dev.type, None), "is_available", None)
+        if not callable(available) or not available():
+            raise DeviceError(f"device={device!r} is not available here; use device='cpu'.")
+    return dev
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``dtype`` as a floating torch.dtype (None = bfloat16 on CUDA, else float32);
+    names such as ``"bfloat16"`` are accepted."""
+    if dtype is None:
+        return default_dtype(device)
+    resolved = (
+        getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    )
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise DeviceError(
+            f"dtype={dtype!r} is not a floating-point torch dtype; the models run in "
+            "torch.float32, torch.bfloat16 or torch.float16."
+        )
+    return resolved
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The checkpoint's tokenizer, or a CheckpointError naming the files."""
+    from transformers import AutoTokenizer
+
+    files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if not any((path / name).is_file() for name in files):
+        raise CheckpointError(
+            f"{path}: no tokenizer files (none of {', '.join(files)}); without the checkpoint's "
+            "own tokenizer the prompt cannot be built. Re-download the full checkpoint."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises OSError, ValueError, JSON and Rust errors
+        raise CheckpointError(
+            f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc}). The tokenizer files "
+            "(tokenizer.json, tokenizer_config.json, tokenizer.model) are missing or corrupt: "
+            "re-download the checkpoint."
+        ) from exc
+
+
+def load_causal_lm(path: Path, dtype: torch.dtype) -> Any:
+    """``AutoModelForCausalLM.from_pretrained``, or a CheckpointError naming the files."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except Exception as exc:  # safetensors, OSError, ValueError, KeyError from transformers
+        raise CheckpointError(
+            f"{path}: cannot load the weights ({type(exc).__name__}: {exc}). A safetensors file "
+            "is truncated or corrupt, or config.json does not match them: re-download the "
+            "checkpoint (check free disk space first)."
+        ) from exc
 
 
 def check_hidden_size(path: Path, config: dict[str, Any], d_model: int) -> None:
     """The sidecar's d_model must be the checkpoint's hidden size."""
     from ..errors import SidecarError
 
-    hidden = config.get("hidden_size", config.get("text_config", {}).get("hidden_size"))
-    if hidden is not None and int(hidden) != d_model:
+    text = config.get("text_config")
+    hidden = config.get("hidden_size", text.get("hidden_size") if isinstance(text, dict) else None)
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int)):
+        raise CheckpointError(
+            f"{path / 'config.json'}: hidden_size = {hidden!r} is not a whole number; the file "
+            "is corrupt or hand-edited. Re-download the checkpoint."
+        )
+    if hidden is not None and hidden != d_model:
         raise SidecarError(
             f"{path}: nla_meta.yaml says d_model={d_model} but config.json has hidden_size={hidden}. "
             "The sidecar does not belong to these weights."

@@ -105,6 +105,7 @@ class LocalBackend:
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: Sampling,
     ) -> list[GenerationOutput]:
+        params = Sampling.check(params)
         embeds, mask = left_pad(prompt_embeds)
         device = next(self.model.parameters()).device
         kwargs: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -61,9 +62,24 @@ def baseline_for(av_id: str | None) -> Baseline | None:
 
 
 def normalize(v: Float[Tensor, "*batch d_model"], scale: float) -> Float[Tensor, "*batch d_model"]:
-    """Rescale to L2 norm ``scale`` (norm computed in fp32)."""
-    v32 = v.float()
-    return v32 * (scale / v32.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    """Rescale each row to L2 norm ``scale``, returned in float32.
+
+    The direction is taken in float64 after dividing by the row's largest entry,
+    so rows of any finite norm (1e-30 or 1e30) keep it. A row with no direction
+    (all zero, or NaN/inf) is refused rather than scored as garbage.
+    """
+    v64 = v.double()
+    peak = v64.abs().amax(dim=-1, keepdim=True)
+    bad = ~(torch.isfinite(peak) & (peak > 0))
+    if bool(bad.any()):
+        rows = bad.flatten().nonzero().flatten()[:8].tolist()
+        raise VectorError(
+            f"cannot normalise rows {rows}: they are all zero or hold NaN/inf, so they have no "
+            "direction. Drop or fix those rows (an AR that predicts zeros or NaN is broken: "
+            "check its value head)."
+        )
+    u = v64 / peak
+    return (u * (scale / u.norm(dim=-1, keepdim=True))).float()
 
 
 def estimate_baseline(

@@ -100,6 +100,13 @@ class NLAPair:
                 raise PairMismatchError(
                     f"AV reads layer {av.layer} but AR reconstructs layer {ar.meta.layer}: not one pair."
                 )
+            a, r = av.meta.base_model, ar.meta.base_model
+            if a is not None and r is not None and a.strip().lower() != r.strip().lower():
+                raise PairMismatchError(
+                    f"AV {av.meta.source} was trained on base model {a!r} but AR {ar.meta.source} "
+                    f"on {r!r}: they read different models' residuals, so the scores would be "
+                    "meaningless. Load the AR released with this AV (same base model and layer)."
+                )
         self.av = av
         self.ar = ar
         if isinstance(baseline, (int, float)):
@@ -113,7 +120,7 @@ class NLAPair:
         ar: str | os.PathLike[str] | None = None,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         revision: str | None = None,
         ar_revision: str | None = None,
         token: str | bool | None = None,

@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import MissingValueHeadError, SidecarError, VectorError
+from ..errors import CheckpointError, MissingValueHeadError, SidecarError, VectorError
 from .arch import arch_for, text_config, text_model
 from .checkpoint import open_checkpoint, role_mismatch
-from .loading import CheckpointSource
+from .loading import CheckpointSource, load_causal_lm, load_tokenizer
 from .metrics import Scores, score_vectors
 from .progress import bar_options
 from .sidecar import NLAMeta, verify_tokenizer
@@ -55,7 +55,12 @@ class Reconstructor:
         self.value_head = value_head
         self.source = source
         self.template: str = meta.ar_template
-        self.mse_scale: float = meta.mse_scale if meta.mse_scale is not None else meta.sqrt_d
+        if meta.mse_scale is None:  # parse_sidecar refuses AR sidecars without one
+            raise SidecarError(
+                f"{meta.source}: the AR sidecar has no usable extraction.mse_scale; set it to the "
+                "norm the AR was trained with (usually 'sqrt_d_model')."
+            )
+        self.mse_scale: float = meta.mse_scale
 
     @classmethod
     def from_pretrained(
@@ -63,15 +68,13 @@ class Reconstructor:
         name_or_path: str | os.PathLike[str],
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         strict_sidecar: bool = False,
     ) -> Reconstructor:
         """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         ck = open_checkpoint(
             name_or_path,
             "ar",
@@ -98,14 +101,20 @@ class Reconstructor:
                 f"{source.name}: config.json has num_hidden_layers={n_layers}, but an AR for layer "
                 f"K={meta.layer} must have K+1={meta.layer + 1} blocks. Wrong config or sidecar."
             )
-        tokenizer = AutoTokenizer.from_pretrained(str(source.path))
-        full = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
+        tokenizer = load_tokenizer(source.path)
+        full = load_causal_lm(source.path, dt)
         backbone = text_model(full)
         # the value head reads the raw block-K residual: the final norm becomes the identity
         setattr(backbone, arch_for(full.config).final_norm_attr, nn.Identity())
         d = text_config(full.config).hidden_size
         head = nn.Linear(d, d, bias=False, dtype=dt)
-        state = load_file(str(head_path))
+        try:
+            state = load_file(str(head_path))
+        except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+            raise CheckpointError(
+                f"{head_path}: cannot read the value head ({type(exc).__name__}: {exc}); the file "
+                "is truncated or corrupt. Re-download the AR checkpoint."
+            ) from exc
         try:
             head.load_state_dict(state)
         except RuntimeError as exc:

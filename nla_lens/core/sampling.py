@@ -23,6 +23,14 @@ __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Sampling"]
 #: The AV's default decoding budget (released explanations are well under 200 tokens).
 DEFAULT_MAX_NEW_TOKENS = 200
 _SEED_LIMIT = 2**63
+#: Upper bounds that keep a typo (an extra zero or three) from reaching the model:
+#: the AV's explanations are ~100 tokens, and each sample is one more decode.
+MAX_NEW_TOKENS_LIMIT = 2**15
+SAMPLES_LIMIT = 4096
+BATCH_SIZE_LIMIT = 2**16
+#: Below this a temperature overflows the logits (inf/NaN probabilities in torch);
+#: above the upper one decoding is uniform noise.
+_MIN_TEMPERATURE, _MAX_TEMPERATURE = 1e-3, 100.0
 
 
 def _int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
@@ -32,7 +40,7 @@ def _int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
         )
     v = int(value)
     if v < low or (high is not None and v >= high):
-        span = f">= {low}" if high is None else f"in [{low}, {high})"
+        span = f">= {low}" if high is None else f"between {low} and {high - 1}"
         raise SamplingError(f"{name} must be {span}, got {v}.")
     return v
 
@@ -65,17 +73,28 @@ class Sampling:
 
     def __post_init__(self) -> None:
         t = _float("temperature", self.temperature)
-        if t < 0:
-            raise SamplingError(f"temperature must be >= 0 (0 = greedy), got {t}.")
+        if t != 0 and not _MIN_TEMPERATURE <= t <= _MAX_TEMPERATURE:
+            raise SamplingError(
+                f"temperature must be 0 (greedy) or in [{_MIN_TEMPERATURE}, {_MAX_TEMPERATURE:g}], "
+                f"got {t}. The AV was trained at 1.0; use temperature=0 for greedy decoding."
+            )
         p = _float("top_p", self.top_p)
         if not 0 < p <= 1:
             raise SamplingError(f"top_p must be in (0, 1], got {p}.")
         set_ = object.__setattr__
         set_(self, "temperature", t)
         set_(self, "top_p", p)
-        set_(self, "max_new_tokens", _int("max_new_tokens", self.max_new_tokens, low=1))
-        set_(self, "samples", _int("samples", self.samples, low=1))
-        set_(self, "batch_size", _int("batch_size", self.batch_size, low=1))
+        set_(
+            self,
+            "max_new_tokens",
+            _int("max_new_tokens", self.max_new_tokens, low=1, high=MAX_NEW_TOKENS_LIMIT + 1),
+        )
+        set_(self, "samples", _int("samples", self.samples, low=1, high=SAMPLES_LIMIT + 1))
+        set_(
+            self,
+            "batch_size",
+            _int("batch_size", self.batch_size, low=1, high=BATCH_SIZE_LIMIT + 1),
+        )
         if self.seed is not None:
             set_(self, "seed", _int("seed", self.seed, low=0, high=_SEED_LIMIT))
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -100,8 +119,13 @@ class Sampling:
         base: dict[str, Any] = {}
         if isinstance(sampling, Sampling):
             base = asdict(sampling)
-        elif sampling is not None:
+        elif isinstance(sampling, Mapping):
             base = dict(sampling)
+        elif sampling is not None:
+            raise SamplingError(
+                f"sampling must be a nla_lens.Sampling or a mapping of its settings, got "
+                f"{type(sampling).__name__} {sampling!r}; e.g. Sampling(temperature=1.0, seed=0)."
+            )
         given = {**base, **{k: v for k, v in overrides.items() if v is not None}}
         unknown = sorted(set(given) - names)
         if unknown:
@@ -109,6 +133,12 @@ class Sampling:
                 f"unknown sampling setting(s) {unknown}; the settings are {sorted(names)}."
             )
         return cls(**given)
+
+    @classmethod
+    def check(cls, params: Any) -> Sampling:
+        """``params`` as a validated Sampling, for entry points (backends) that may be
+        called directly: a Sampling is re-checked, a mapping converted, anything else refused."""
+        return cls.of(params)
 
     def replace(self, **changes: Any) -> Sampling:
         return replace(self, **changes)

@@ -126,6 +126,48 @@ def _resolve_scale(raw: Any, d_model: int, field: str, source: str) -> float | N
     return value
 
 
+def _int_field(value: Any, field: str, source: str, *, low: int = 0) -> int:
+    """A whole-number sidecar field (YAML ``3`` or ``"3"``), or a SidecarError naming it."""
+    if isinstance(value, bool):
+        ok = None
+    elif isinstance(value, int):
+        ok = value
+    elif isinstance(value, float) and value.is_integer():
+        ok = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        ok = int(value.strip())
+    else:
+        ok = None
+    if ok is None or ok < low:
+        raise SidecarError(
+            f"{source}: `{field}` = {value!r} ({type(value).__name__}) is not a whole number >= {low}. "
+            "Fix the sidecar: compare with the released checkpoints' nla_meta.yaml."
+        )
+    return ok
+
+
+def _str_field(value: Any, field: str, source: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SidecarError(
+            f"{source}: `{field}` = {value!r} ({type(value).__name__}) must be a non-empty string. "
+            "Fix the sidecar."
+        )
+    return value
+
+
+def _section(meta: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    """A sub-mapping of the sidecar (absent or null = empty), or a SidecarError."""
+    value = meta.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SidecarError(
+            f"{source}: `{key}` must be a mapping of fields (key: value lines), got "
+            f"{type(value).__name__} {value!r}. Fix the sidecar's indentation or structure."
+        )
+    return value
+
+
 def _need(section: Mapping[str, Any], key: str, where: str, source: str) -> Any:
     if key not in section or section[key] is None:
         raise SidecarError(
@@ -161,27 +203,48 @@ def parse_sidecar(
         warnings.warn(msg, stacklevel=3)
 
     raw_role = meta.get("role")
-    if raw_role not in _ROLES:
+    if not isinstance(raw_role, str) or raw_role not in _ROLES:
         raise SidecarError(
             f"{source}: role = {raw_role!r}; expected one of {sorted(_ROLES)} (av/ar, or older actor/critic)."
         )
     role = _ROLES[raw_role]
-    extraction = meta.get("extraction") or {}
+    extraction = _section(meta, "extraction", source)
     d_model = (
-        int(meta["d_model"])
+        _int_field(meta["d_model"], "d_model", source, low=1)
         if meta.get("d_model") is not None
-        else int(_need(extraction, "d_model", "extraction.", source))
+        else _int_field(
+            _need(extraction, "d_model", "extraction.", source), "extraction.d_model", source, low=1
+        )
     )
-    tokens = _need(meta, "tokens", "", source)
-    templates = meta.get("prompt_templates") or {}
-    ar_section = meta.get("ar") or meta.get("critic") or {}
+    _need(meta, "tokens", "", source)
+    tokens = _section(meta, "tokens", source)
+    templates = _section(meta, "prompt_templates", source)
+    ar_key = "ar" if meta.get("ar") is not None else "critic"
+    ar_section = _section(meta, ar_key, source)
     ar_layers = ar_section.get("num_hidden_layers", ar_section.get("extraction_layer_index"))
     layer = meta.get("extraction_layer_index", extraction.get("layer_index", ar_layers))
 
     injection_scale = _resolve_scale(
         extraction.get("injection_scale"), d_model, "injection_scale", source
     )
-    mse_scale = _resolve_scale(extraction.get("mse_scale", SQRT_D), d_model, "mse_scale", source)
+    raw_mse = extraction.get("mse_scale", SQRT_D)
+    mse_scale = _resolve_scale(raw_mse, d_model, "mse_scale", source)
+    if role == "ar" and mse_scale is None:
+        raise SidecarError(
+            f"{source}: extraction.mse_scale = {raw_mse!r}, but the recipe scores an AR with both "
+            "vectors L2-normalised to mse_scale before the MSE (NLA_CONTRACT.md: mse_nrm = "
+            f"2 (1 - cos) at mse_scale = sqrt(d_model)); nla_lens will not guess a scale. Set "
+            f"extraction.mse_scale to the norm this AR was trained with (usually {SQRT_D!r}, "
+            f"i.e. {math.sqrt(d_model):.4g})."
+        )
+    for name in ("av", "actor", "ar", "critic"):
+        if templates.get(name) is not None:
+            _str_field(templates[name], f"prompt_templates.{name}", source)
+    base_model = (
+        meta.get("base_checkpoint") or meta.get("base_model") or extraction.get("base_model")
+    )
+    if base_model is not None:
+        base_model = _str_field(base_model, "base_model", source)
     if role == "av" and injection_scale is None:
         raise SidecarError(
             f"{source}: AV sidecar has no extraction.injection_scale. The AV was trained with "
@@ -189,23 +252,39 @@ def parse_sidecar(
             "Ask the checkpoint provider for the value (Gemma-3-12B: 80000)."
         )
     suffix = tokens.get("critic_suffix_ids")
+    if suffix is not None and (
+        isinstance(suffix, (str, Mapping)) or not hasattr(suffix, "__iter__")
+    ):
+        raise SidecarError(
+            f"{source}: `tokens.critic_suffix_ids` = {suffix!r} must be a list of token ids. Fix the sidecar."
+        )
+    field = "tokens."
     return NLAMeta(
         role=role,
         d_model=d_model,
-        layer=None if layer is None else int(layer),
+        layer=None if layer is None else _int_field(layer, "extraction_layer_index", source),
         injection_scale=injection_scale,
         mse_scale=mse_scale,
-        injection_char=str(_need(tokens, "injection_char", "tokens.", source)),
-        injection_token_id=int(_need(tokens, "injection_token_id", "tokens.", source)),
-        left_neighbor_id=int(_need(tokens, "injection_left_neighbor_id", "tokens.", source)),
-        right_neighbor_id=int(_need(tokens, "injection_right_neighbor_id", "tokens.", source)),
+        injection_char=_str_field(
+            _need(tokens, "injection_char", field, source), field + "injection_char", source
+        ),
+        **{
+            name: _int_field(_need(tokens, key, field, source), field + key, source)
+            for name, key in (
+                ("injection_token_id", "injection_token_id"),
+                ("left_neighbor_id", "injection_left_neighbor_id"),
+                ("right_neighbor_id", "injection_right_neighbor_id"),
+            )
+        },
         av_template=templates.get("av") or templates.get("actor"),
         ar_template=templates.get("ar") or templates.get("critic"),
-        critic_suffix_ids=None if suffix is None else tuple(int(i) for i in suffix),
-        ar_num_hidden_layers=None if ar_layers is None else int(ar_layers),
-        base_model=meta.get("base_checkpoint")
-        or meta.get("base_model")
-        or extraction.get("base_model"),
+        critic_suffix_ids=None
+        if suffix is None
+        else tuple(_int_field(i, field + "critic_suffix_ids", source) for i in suffix),
+        ar_num_hidden_layers=None
+        if ar_layers is None
+        else _int_field(ar_layers, f"{ar_key}.num_hidden_layers", source),
+        base_model=base_model,
         kind=str(kind),
         source=source,
         sha256=sha256,

@@ -1,4 +1,4 @@
-"""Validation of user vectors: width, dtype, finiteness, non-zero norm."""
+"""Validation of user vectors: width, dtype, finiteness, a direction that survives float32."""
 
 from __future__ import annotations
 
@@ -20,29 +20,42 @@ def _rows(mask: Tensor, limit: int = 8) -> str:
     return shown + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
 
 
+#: Rows whose largest entry lies outside this range cannot be cast to float32 and
+#: normed there without overflow or underflow: they are rescaled (in float64) first.
+_SAFE_LOW, _SAFE_HIGH = 1e-15, 1e15
+
+
 def as_vector_batch(
-    vectors: Any, d_model: int, *, what: str = "vectors"
+    vectors: Any, d_model: int, *, what: str = "vectors", keep_norm: bool = False
 ) -> Float[Tensor, "n d_model"]:
     """Turn one ``[d]`` vector or a ``[n, d]`` batch (tensor, array or nested list,
-    any float dtype) into a float32 CPU batch, or raise :class:`VectorError`."""
+    any float dtype) into a float32 CPU batch, or raise :class:`VectorError`.
+
+    The AV and the scores read only a vector's direction, so a row whose norm
+    float32 cannot hold or compute (e.g. a float64 ``1e300`` vector, or a
+    ``1e-30`` one) is divided by its largest entry in float64 first: its
+    direction is kept exactly, its norm is not. With ``keep_norm=True`` (callers
+    that use the magnitude, e.g. steering) such rows are refused instead.
+    """
     if isinstance(vectors, np.ndarray):
         if not np.issubdtype(vectors.dtype, np.floating):
             raise VectorError(
                 f"{what} have dtype {vectors.dtype}; expected a float array (e.g. float32)."
             )
-        t = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        t = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float64))
     elif isinstance(vectors, Tensor):
         if not vectors.is_floating_point():
             raise VectorError(
                 f"{what} have dtype {vectors.dtype}; expected a floating-point tensor."
             )
-        t = vectors.detach().to("cpu", torch.float32)
+        t = vectors.detach().to("cpu", torch.float64)
     elif isinstance(vectors, (list, tuple)):
         try:
-            t = torch.as_tensor(vectors, dtype=torch.float32)
-        except (TypeError, ValueError) as exc:
+            t = torch.as_tensor(vectors, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
             raise VectorError(
-                f"{what}: could not convert the list to a float tensor ({exc})."
+                f"{what}: could not convert the list to a float tensor ({exc}). Pass a [d_model] "
+                "list of numbers or an [n, d_model] list of equal-length lists."
             ) from exc
     else:
         raise VectorError(
@@ -66,10 +79,21 @@ def as_vector_batch(
             f"{what} rows [{_rows(bad)}] contain NaN or infinite values. Check the capture "
             "(fp16 overflow? use bfloat16/float32) and drop or fix those rows."
         )
-    zero = t.norm(dim=1) == 0
+    peak = t.abs().amax(dim=1)
+    zero = peak == 0
     if zero.any():
         raise VectorError(
             f"{what} rows [{_rows(zero)}] are all zero: a zero vector has no direction to explain. "
             "Drop those rows (padding positions?)."
         )
-    return t
+    extreme = (peak < _SAFE_LOW) | (peak > _SAFE_HIGH)
+    if extreme.any():
+        if keep_norm:
+            raise VectorError(
+                f"{what} rows [{_rows(extreme)}] have entries as large as "
+                f"{float(peak[extreme].max()):.3g} or as small as {float(peak[extreme].min()):.3g}: "
+                "their norm does not fit float32, and this use needs it. Rescale them to the "
+                "residual stream's usual norm (a few to ~1e5)."
+            )
+        t = torch.where(extreme[:, None], t / peak[:, None], t)
+    return t.to(torch.float32)

@@ -23,7 +23,7 @@ from .arch import text_only_lm
 from .backend import GenerationBackend, GenerationOutput
 from .checkpoint import open_checkpoint, role_mismatch
 from .explanation import Explanation, extract_explanation
-from .loading import CheckpointSource
+from .loading import CheckpointSource, load_causal_lm, load_tokenizer
 from .local_backend import LocalBackend
 from .metrics import normalize
 from .progress import bar_options
@@ -77,7 +77,7 @@ class Verbalizer:
         name_or_path: str | os.PathLike[str],
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -85,8 +85,6 @@ class Verbalizer:
         strict_sidecar: bool = False,
     ) -> Verbalizer:
         """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         ck = open_checkpoint(
             name_or_path,
             "av",
@@ -99,11 +97,11 @@ class Verbalizer:
             strict_sidecar=strict_sidecar,
         )
         source, meta, dev, dt = ck.source, ck.meta, ck.device, ck.dtype
-        tokenizer = AutoTokenizer.from_pretrained(str(source.path))
+        tokenizer = load_tokenizer(source.path)
         model: Any = None
         embedder: Embedder
         if backend is None:
-            model = AutoModelForCausalLM.from_pretrained(str(source.path), dtype=dt)
+            model = load_causal_lm(source.path, dt)
             model = text_only_lm(model).to(dev).eval()  # multimodal wrappers: decoder + head only
             backend = LocalBackend(model, tokenizer)
             embedder = model.get_input_embeddings()
@@ -151,7 +149,7 @@ class Verbalizer:
     ) -> list[GenerationOutput]:
         """Raw decodes, ``sampling.samples`` per vector, vector-major (all of vector 0's samples first)."""
         return self._generate(
-            as_vector_batch(vectors, self.d_model), sampling or Sampling(), progress
+            as_vector_batch(vectors, self.d_model), Sampling.check(sampling), progress
         )
 
     def _generate(

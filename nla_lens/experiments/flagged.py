@@ -10,6 +10,7 @@ in the usual single batched call.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -33,16 +34,17 @@ def why_unexplainable(v: Float[Tensor, "n d"]) -> list[str | None]:
 
 
 def explain_flagged(
-    nla: NLAPair, vectors: Float[Tensor, "n d"], sampling: Sampling
+    nla: NLAPair, vectors: Float[Tensor, "n d"], sampling: Sampling, **options: Any
 ) -> Explanations:
     """Vector-major explanations of every row (``sampling.samples`` each); rows that cannot be
-    explained get placeholders with ``skipped`` set."""
+    explained get placeholders with ``skipped`` set. ``options`` go to ``nla.explain``
+    (``score=``, ``progress=``, ``cache=``)."""
     v = vectors.detach().to("cpu", torch.float32)
     reasons = why_unexplainable(v)
     good = [i for i, r in enumerate(reasons) if r is None]
     by_row: dict[int, list[Explanation]] = {}
     if good:
-        for e in nla.explain(v[good], sampling=sampling):
+        for e in nla.explain(v[good], sampling=sampling, **options):
             by_row.setdefault(good[e.index], []).append(replace(e, index=good[e.index]))
     out = Explanations()
     for i, reason in enumerate(reasons):

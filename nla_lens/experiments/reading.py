@@ -55,6 +55,12 @@ def build_transcript(
         raise CaptureError(
             "transcript() reads one prompt or one conversation at a time; loop over a batch."
         )
+    # The settings are checked before the subject runs, so a bad one costs no compute.
+    given = Sampling.of(sampling)
+    want = samples if isinstance(samples, int) and not isinstance(samples, bool) else given.samples
+    if temperature is None and want > 1 and given.greedy:
+        temperature = 1.0  # several greedy samples would all be one decode
+    s = Sampling.of(given, samples=samples, temperature=temperature, **settings)
     if reply_tokens:
         subject = as_subject(model, tokenizer)
         subject.check(d_model=nla.d_model, layer=nla.layer, base_model=nla.base_model)
@@ -83,10 +89,6 @@ def build_transcript(
     norms = vectors.norm(dim=1).tolist()
     bos = getattr(subject.tokenizer or getattr(nla.av, "tokenizer", None), "bos_token", None)
     flags = noise_flags(rel, norms, tokens, bos)
-    want = samples if samples is not None else (sampling.samples if sampling else 1)
-    if temperature is None and want > 1 and (sampling is None or sampling.greedy):
-        temperature = 1.0  # several greedy samples would all be one decode
-    s = Sampling.of(sampling, samples=samples, temperature=temperature, **settings)
     exps = explain_flagged(nla, vectors, s)
     k = s.samples
     entries = tuple(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -249,6 +249,10 @@ def explain_run(
     the frameworks' own idioms. ``positions`` count over each row's real tokens
     (None, the default everywhere, = every real token; -1 = each row's last).
     """
+    # Sampling settings are checked before the subject runs; the rest go to nla.explain.
+    names = {f.name for f in fields(Sampling)}
+    s = Sampling.of(sampling, **{k: v for k, v in settings.items() if k in names})
+    settings = {k: v for k, v in settings.items() if k not in names}
     _, cap = read_subject(
         nla, model, inputs, positions=positions, tokenizer=tokenizer, edits=edits,
         fwd_hooks=fwd_hooks, intervene=intervene, hf_hooks=hf_hooks,
@@ -262,7 +266,7 @@ def explain_run(
     rel = cap.relative
     vectors = cap.residual[keep.to(cap.residual.device)].float().cpu()
     rows = [(b, int(rel[b, j])) for b in range(batch) for j in range(n_pos) if keep[b, j]]
-    exps = explain_flagged(nla, vectors, Sampling.of(sampling, **settings))
+    exps = explain_flagged(nla, vectors, s, **settings)
     first = [e for e in exps if e.sample == 0]
     return ExplainedRun(
         input_ids=cap.input_ids,

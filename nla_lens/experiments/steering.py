@@ -48,7 +48,7 @@ def typical_norm(nla: NLAPair, reference: Any = None) -> float:
     """The median norm of ``reference`` activations, else the AV's injection scale
     (released pairs set it to the mean layer-K residual norm)."""
     if reference is not None:
-        return float(as_vector_batch(reference, nla.d_model).norm(dim=1).median())
+        return float(as_vector_batch(reference, nla.d_model, keep_norm=True).norm(dim=1).median())
     if nla.av.meta.injection_scale is None:
         raise VectorError("no typical norm known: pass reference activations.")
     return float(nla.av.meta.injection_scale)
@@ -90,7 +90,7 @@ def edit_steering_delta(
     nla: NLAPair, h: Any, explanation: str, edited: str
 ) -> Float[Tensor, " d_model"]:
     """``AR(edited) - AR(explanation)``, each reconstruction rescaled to ``||h||``."""
-    v = as_vector_batch(h, nla.d_model, what="h")[0]
+    v = as_vector_batch(h, nla.d_model, what="h", keep_norm=True)[0]
     pred = nla.reconstruct([explanation, edited])
     return (_unit(pred[1]) - _unit(pred[0])) * v.norm()
 
@@ -128,7 +128,7 @@ def steer_by_edit(
     model carries).
     """
     delta = edit_steering_delta(nla, h, explanation, edited)
-    base = as_vector_batch(h, nla.d_model, what="h")[0]
+    base = as_vector_batch(h, nla.d_model, what="h", keep_norm=True)[0]
     s = Sampling.of(sampling, **settings)
     if model is None:
         vectors = torch.stack([base + a * delta for a in alphas])

@@ -103,14 +103,41 @@ class Subject:
         add_generation_prompt: bool | None = None,
         padding_side: PaddingSide | None = None,
     ) -> Encoded:
-        """Text, chats or token ids as a padded batch (see :func:`encode`)."""
-        return encode(
+        """Text, chats or token ids as a padded batch (see :func:`encode`); every id must
+        be a row of the model's embedding table."""
+        encoded = encode(
             inputs,
             self.tokenizer,
             add_generation_prompt=add_generation_prompt,
             padding_side=padding_side,
             bos_token_id=self.bos_token_id,
         )
+        self._check_vocab(encoded)
+        return encoded
+
+    def vocab_size(self) -> int | None:
+        """Rows of the input-embedding table (the ids the model can read)."""
+        get = getattr(self.hf, "get_input_embeddings", None)
+        emb = get() if callable(get) else None
+        n = getattr(emb, "num_embeddings", None)
+        if n is None:
+            n = getattr(text_config(self.hf.config), "vocab_size", None)
+        return int(n) if isinstance(n, int) else None
+
+    def _check_vocab(self, encoded: Encoded) -> None:
+        n = self.vocab_size()
+        ids = encoded.input_ids
+        if n is None or ids.numel() == 0:
+            return
+        bad = (ids < 0) | (ids >= n)
+        if bool(bad.any()):
+            where = bad.nonzero()[:5].tolist()
+            values = sorted({int(ids[r, c]) for r, c in where})
+            raise CaptureError(
+                f"token ids {values} (at [row, column] {where}) are outside the model's vocabulary "
+                f"of {n} ids (valid 0..{n - 1}). The ids were made by another tokenizer, or are "
+                "offsets/padding markers such as -100: encode the text with this model's tokenizer."
+            )
 
     def token_strings(self, encoded: Encoded) -> list[list[str]] | None:
         return token_strings(self.tokenizer, encoded)

@@ -48,6 +48,7 @@ __all__ = ["JobResult", "explain_dataset"]
 
 log = logging.getLogger("nla_lens.jobs")
 _SCHEMA_VERSION = 2
+LOCK_SUFFIX = ".lock"
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,6 @@ def _load_nla(
                 "pass either a loaded NLA as av=, or checkpoint ids/paths with ar=/backend=, not both."
             )
         return av
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     return NLAPair.from_pretrained(av, ar, device=device, dtype=dtype, backend=backend)
 
 
@@ -90,8 +89,6 @@ def _stage_frame(df: Any, out: Path) -> Path:
         )
     pa, pq = pyarrow()
     staged = Path(str(out) + ".input.parquet")
-    if not out.parent.is_dir():
-        raise NLAError(f"the output folder {out.parent} does not exist; create it first.")
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
@@ -140,17 +137,98 @@ def explain_dataset(
     )  # fmt: skip
     seed0 = 0 if s.seed is None else s.seed
     s = s.replace(seed=seed0)
-    out = Path(output_path)
-    staged = _stage_frame(input_path, out) if _is_frame(input_path) else None
-    src_path = staged or Path(input_path)
-    if not src_path.is_file():
-        raise NLAError(f"input {src_path} does not exist (or is not a file).")
+    out = Path(output_path).expanduser()
+    _check_output(out)
+    with _JobLock(out):
+        staged = _stage_frame(input_path, out) if _is_frame(input_path) else None
+        src_path = staged or Path(input_path)
+        if not src_path.is_file():
+            raise NLAError(f"input {src_path} does not exist (or is not a file).")
+        result = _run(
+            src_path, out, s, seed0, av=av, ar=ar, backend=backend, device=device, dtype=dtype,
+            progress=progress, overwrite=overwrite, t0=t0, pa=pa, pq=pq,
+        )  # fmt: skip
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        return result
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output path that cannot be written, before any compute."""
+    if out.is_dir():
+        raise NLAError(
+            f"output {out} is a directory; pass a file path for the parquet output "
+            f"(e.g. {out / 'explanations.parquet'})."
+        )
+    if not out.parent.is_dir():
+        raise NLAError(
+            f"output {out}: the folder {out.parent} does not exist. Create it first "
+            f"(mkdir -p {out.parent}) or choose another output path."
+        )
+    if not os.access(out.parent, os.W_OK):
+        raise NLAError(
+            f"output {out}: the folder {out.parent} is not writable; choose another output path."
+        )
+
+
+class _JobLock:
+    """An exclusive lock on ``OUTPUT.lock`` for the job's life, so a second job on the
+    same output is refused instead of interleaving its rows with this one's."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(str(out) + LOCK_SUFFIX)
+        self._fh: Any = None
+
+    def __enter__(self) -> _JobLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): SQLite's own locking still guards the progress
+            return self
+        try:
+            fh = open(self.path, "a+")  # held for the job's life
+        except OSError as exc:
+            raise NLAError(f"cannot create the job lock {self.path}: {exc}.") from exc
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.close()
+            raise NLAError(
+                f"another explain_dataset job is writing {self.path.name.removesuffix(LOCK_SUFFIX)} "
+                f"(it holds the lock {self.path}). Wait for it to finish, or give this job another "
+                "output path; if no job is running, the lock is released and you can run again."
+            ) from exc
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self.path.unlink(missing_ok=True)
+            self._fh.close()  # closing releases the lock
+            self._fh = None
+
+
+def _run(
+    src_path: Path,
+    out: Path,
+    s: Sampling,
+    seed0: int,
+    *,
+    av: Any,
+    ar: Any,
+    backend: GenerationBackend | None,
+    device: Any,
+    dtype: Any,
+    progress: bool | None,
+    overwrite: bool,
+    t0: float,
+    pa: Any,
+    pq: Any,
+) -> JobResult:
     partial_path = Path(str(out) + PARTIAL_SUFFIX)
     if out.exists() and not partial_path.exists() and not overwrite:
         raise NLAError(
             f"{out} already exists (a finished job?). Pass overwrite=True (--overwrite) to redo it."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     Path(str(out) + ".tmp").unlink(missing_ok=True)  # a final write that was killed half-way
 
     src = Source(src_path)
@@ -181,7 +259,8 @@ def explain_dataset(
                     )
                 except VectorError as exc:
                     raise VectorError(
-                        f"{src_path}, rows {start}..{start + len(vectors) - 1} (row numbers in the message are within this chunk): {exc}"
+                        f"{src_path}, rows {start}..{start + len(vectors) - 1} (row numbers in the "
+                        f"message are within this chunk: add {start} for the row of the file): {exc}"
                     ) from exc
                 partial.commit_chunk(start, len(vectors), [record(start, e) for e in exps])
                 computed += len(vectors)
@@ -196,6 +275,4 @@ def explain_dataset(
         partial.close()
         raise
     partial.remove()
-    if staged is not None:
-        staged.unlink(missing_ok=True)
     return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import NLAError
+from ...errors import NLAError, StoreError
 from .progress import Progress
 from .sources import Source, input_tables
 
@@ -39,6 +39,32 @@ def write_output(
 ) -> None:
     """Stream input columns + results into ``out.tmp``, then rename it over ``out``."""
     tmp = Path(str(out) + ".tmp")
+    try:
+        _write(src, partial, out, tmp, samples, meta, pa, pq)
+    except OSError as exc:  # a full disk, a quota, a vanished folder
+        raise StoreError(
+            f"cannot write the job output {out} ({exc}). Fix the cause (free disk space?) and run "
+            f"the job again: every finished row is kept in {partial.path} and is not recomputed."
+        ) from exc
+    except pa.ArrowException as exc:
+        raise StoreError(
+            f"cannot write the job output {out} ({exc}). Fix the cause and run the job again: "
+            f"every finished row is kept in {partial.path}."
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write(
+    src: Source,
+    partial: Progress,
+    out: Path,
+    tmp: Path,
+    samples: int,
+    meta: dict[str, Any],
+    pa: Any,
+    pq: Any,
+) -> None:
     writer = None
     try:
         for start, table in input_tables(src, pa):
@@ -69,4 +95,3 @@ def write_output(
     finally:
         if writer is not None:
             writer.close()
-        tmp.unlink(missing_ok=True)

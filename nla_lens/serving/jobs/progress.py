@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...errors import JobMismatchError
+from ...errors import JobMismatchError, StoreError
 from ..store import SQLiteStore
 
 __all__ = ["PARTIAL_SUFFIX", "Progress"]
@@ -38,7 +38,15 @@ class Progress:
                     "INSERT INTO meta VALUES ('params', ?)", (json.dumps(params, sort_keys=True),)
                 )
             return
-        stored = json.loads(row[0][0])
+        try:
+            stored = json.loads(row[0][0])
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"{self.path}: the saved job parameters are unreadable ({exc}); the progress "
+                f"database is damaged. Delete {self.path} to start the job over."
+            ) from exc
+        if not isinstance(stored, dict):
+            stored = {"params": stored}
         if stored != params:
             diff = {
                 k: (stored.get(k), params.get(k))
