@@ -90,7 +90,7 @@ def test_activation_patching_table(nla, subjects, prompts, framework):
     assert at_k["same_as_corrupt"].all()
     assert (at_k["crossfit_cos_corrupt"] > at_k["crossfit_cos_clean"]).all()
     fig = plot_patching(df)
-    assert fig.axes and "<td title=" in patching_html(df)
+    assert fig.axes and 'title="' in patching_html(df)
 
 
 def test_patching_metrics_at_the_last_block(nla, subjects, prompts):
@@ -109,7 +109,8 @@ def test_patching_metrics_at_the_last_block(nla, subjects, prompts):
         "max_new_tokens": 20,
     }
     df = activation_patching(nla, model, clean, corrupt, answer_tokens=(5, 6), **common)
-    assert df["metric"].iloc[0] == pytest.approx(float(lx[-1, 5] - lx[-1, 6]), abs=1e-4)
+    assert df["logit_diff"].iloc[0] == pytest.approx(float(lx[-1, 5] - lx[-1, 6]), abs=1e-4)
+    assert df["metric"].iloc[0] == pytest.approx(0.0, abs=1e-4)  # normalised: the corrupted run
     kl = activation_patching(nla, model, clean, corrupt, **common)["metric"].iloc[0]
     assert kl == pytest.approx(kl_to_clean(lx, lc, lx), abs=1e-4) and kl > 0
 
