@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def explain_dataset(
     *,
     av: str | os.PathLike[str] | NLAPair,
     ar: str | os.PathLike[str] | None = None,
-    backend: GenerationBackend | None = None,
+    backend: GenerationBackend | Sequence[GenerationBackend] | None = None,
     sampling: Sampling | None = None,
     batch_size: int | None = None,
     temperature: float | None = None,
@@ -94,6 +95,13 @@ def explain_dataset(
     dtype: torch.dtype | str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float | None = None,
+    gpus_per_worker: float | None = None,
+    block_rows: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> JobResult:
     """Explain every vector of ``input_path`` into the parquet file ``output_path``.
 
@@ -112,6 +120,30 @@ def explain_dataset(
     )  # fmt: skip
     seed0 = 0 if s.seed is None else s.seed
     s = s.replace(seed=seed0)
+    ray_options: dict[str, Any] = {
+        "address": address, "workers": workers, "cpus_per_worker": cpus_per_worker,
+        "gpus_per_worker": gpus_per_worker, "block_rows": block_rows, "runtime_env": runtime_env,
+    }  # fmt: skip
+    if engine == "ray":
+        from ..ray_engine.engine import explain_dataset_ray
+
+        return explain_dataset_ray(
+            input_path, output_path, av=av, ar=ar, backend=backend, sampling=s, device=device,
+            dtype=dtype, progress=progress, overwrite=overwrite, **ray_options,
+        )  # fmt: skip
+    if engine != "local":
+        raise NLAError(f"engine must be 'local' or 'ray', got {engine!r}.")
+    given = sorted(k for k, v in ray_options.items() if v is not None)
+    if given:
+        raise NLAError(f"{', '.join(given)}: options of engine='ray', not of the local engine.")
+    one: Any = backend
+    if isinstance(backend, (list, tuple)):
+        if len(backend) != 1:
+            raise NLAError(
+                f"the local engine decodes on one server; got {len(backend)} backends "
+                "(engine='ray' spreads chunks over several)."
+            )
+        one = backend[0]
     src_path, out = Path(input_path), Path(output_path)
     if not src_path.is_file():
         raise NLAError(f"input {src_path} does not exist (or is not a file).")
@@ -124,7 +156,7 @@ def explain_dataset(
     Path(str(out) + ".tmp").unlink(missing_ok=True)  # a final write that was killed half-way
 
     src = Source(src_path)
-    nla = _load_nla(av, ar, backend, device, dtype)
+    nla = _load_nla(av, ar, one, device, dtype)
     prov = nla.provenance(s)
     params = {
         "schema": _SCHEMA_VERSION, "input": src.fingerprint(), **prov.identity(),

@@ -14,7 +14,7 @@ from ...errors import NLAError
 from .progress import Progress
 from .sources import Source, input_tables
 
-__all__ = ["record", "write_output"]
+__all__ = ["append_results", "record", "write_output"]
 
 
 def record(start: int, e: Any) -> tuple[Any, ...]:
@@ -34,6 +34,17 @@ def _result_arrays(records: list[tuple[Any, ...]], samples: int, pa: Any) -> dic
     return cols
 
 
+def append_results(table: Any, records: list[tuple[Any, ...]], samples: int, pa: Any) -> Any:
+    """Input rows ``table`` (one row per vector) with the result columns appended; with
+    ``samples > 1`` each input row is repeated once per sample."""
+    n = table.num_rows
+    if samples > 1:
+        table = table.take(pa.array(np.repeat(np.arange(n), samples)))
+    for name, arr in _result_arrays(records, samples, pa).items():
+        table = table.append_column(name, arr)
+    return table
+
+
 def write_output(
     src: Source, partial: Progress, out: Path, samples: int, meta: dict[str, Any], pa: Any, pq: Any
 ) -> None:
@@ -48,11 +59,7 @@ def write_output(
                 raise NLAError(
                     f"internal: rows {start}..{start + n} have {len(records)} results, expected {n * samples}."
                 )
-            if samples > 1:
-                table = table.take(pa.array(np.repeat(np.arange(n), samples)))
-            results = _result_arrays(records, samples, pa)
-            for name, arr in results.items():
-                table = table.append_column(name, arr)
+            table = append_results(table, records, samples, pa)
             if writer is None:
                 schema = table.schema.with_metadata(
                     {**(table.schema.metadata or {}), b"nla_lens": json.dumps(meta).encode()}

@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import JobMismatchError
 from ..store import SQLiteStore
 
-__all__ = ["PARTIAL_SUFFIX", "Progress"]
+__all__ = ["PARTIAL_SUFFIX", "Progress", "params_diff"]
 
 PARTIAL_SUFFIX = ".partial.sqlite"
 _SCHEMA = """
@@ -20,6 +20,16 @@ CREATE TABLE IF NOT EXISTS results (
     truncated INTEGER NOT NULL, mse_nrm REAL, cos REAL, fve_nrm REAL, PRIMARY KEY (row, sample)
 );
 """
+
+
+def params_diff(stored: dict[str, Any], params: dict[str, Any]) -> str:
+    """What differs between a saved job's parameters and this run's, for the refusal message."""
+    keys = sorted(set(stored) | set(params))
+    return "; ".join(
+        f"{k}: was {stored.get(k)!r}, now {params.get(k)!r}"
+        for k in keys
+        if stored.get(k) != params.get(k)
+    )
 
 
 class Progress:
@@ -40,12 +50,7 @@ class Progress:
             return
         stored = json.loads(row[0][0])
         if stored != params:
-            diff = {
-                k: (stored.get(k), params.get(k))
-                for k in sorted(set(stored) | set(params))
-                if stored.get(k) != params.get(k)
-            }
-            shown = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            shown = params_diff(stored, params)
             raise JobMismatchError(
                 f"{self.path.name} holds a partial run with different parameters ({shown}). Resume "
                 f"with the original input, checkpoints and settings, or delete {self.path} to start over."
