@@ -26,7 +26,9 @@ Nothing lost, nothing twice: a block file is whole or absent, and named by its
 row range, so a rerun of the same command after the driver was killed (even
 ``kill -9``) computes only the missing blocks, and a retried or duplicated block
 rewrites identical content. A worker that dies is restarted by Ray and its block
-retried (``worker_retries``). A rerun whose input content, checkpoints, dtype,
+retried (Ray Data's actor fault tolerance, which restarts without limit: a worker
+that dies on every attempt, say out of memory, keeps being restarted; watch the
+Ray dashboard or logs). A rerun whose input content, checkpoints, dtype,
 backend kind, sampling settings, batch size or block size differ is refused
 (:class:`~nla_lens.errors.JobMismatchError`; ``OUTPUT.ray-work/job.json`` holds
 the fingerprint).

@@ -154,7 +154,6 @@ def explain_dataset_ray(
     gpus_per_worker: float | None = None,
     block_rows: int | None = None,
     chunks_in_flight: int = 2,
-    worker_retries: int = 3,
     runtime_env: dict[str, Any] | None = None,
 ) -> JobResult:
     t0 = time.perf_counter()
@@ -232,7 +231,7 @@ def explain_dataset_ray(
                     output=str(out), block_rows=block_rows, identity=prov.identity(),
                     torch_threads=max(1, int(cpus)), chunks_in_flight=chunks_in_flight,
                 ),
-                workers=workers, cpus=cpus, gpus=gpus, retries=worker_retries,
+                workers=workers, cpus=cpus, gpus=gpus,
                 runtime_env=None if started else runtime_env,
             )  # fmt: skip
     finally:
@@ -266,7 +265,6 @@ def _run_blocks(
     workers: int | None,
     cpus: float,
     gpus: float,
-    retries: int,
     runtime_env: dict[str, Any] | None,
 ) -> int:
     """Explain the blocks ``todo`` on an actor pool; returns the rows computed."""
@@ -281,7 +279,6 @@ def _run_blocks(
         workers = max(1, min(len(todo), by_cpu, by_gpu))
     workers = min(workers, len(todo))
     ds = ray.data.from_items([{"block": i} for i in todo], override_num_blocks=len(todo))
-    restarts = {"max_restarts": retries, "max_task_retries": retries}
     ds = ds.map_batches(
         BlockExplainer,
         fn_constructor_kwargs={"config": config},
@@ -291,7 +288,7 @@ def _run_blocks(
         num_cpus=cpus,
         num_gpus=gpus or None,
         runtime_env=runtime_env or None,
-        ray_remote_args_fn=lambda: dict(restarts),  # a dead actor is restarted, its block retried
+        # Ray Data's actor fault tolerance: a dead actor is restarted and its block retried.
     )
     computed = 0
     with tqdm(total=n, initial=resumed, desc="explaining", unit="row", disable=not progress) as bar:
