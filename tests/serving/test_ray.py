@@ -48,9 +48,13 @@ def vectors(toy_residuals) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local Ray cluster (2 CPUs) for the module's in-process tests."""
+def ray_cluster(request: pytest.FixtureRequest):
+    """One local Ray cluster (2 CPUs) for the module's in-process tests. When the real-vLLM
+    test (last in the module) is selected, its server starts booting first, in the
+    background, while the other tests run."""
     ray = need_ray()
+    if VLLM_PY.exists() and any("real_vllm" in item.name for item in request.session.items):
+        request.getfixturevalue("vllm_process")
     from nla_lens.serving.ray_engine.engine import init_ray
 
     assert init_ray(None, num_cpus=2)

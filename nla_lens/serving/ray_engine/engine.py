@@ -291,15 +291,28 @@ def _run_blocks(
         # Ray Data's actor fault tolerance: a dead actor is restarted and its block retried.
     )
     computed = 0
+    stats: dict[str, list[float]] = {}
     with tqdm(total=n, initial=resumed, desc="explaining", unit="row", disable=not progress) as bar:
         try:
             for row in ds.iter_rows():
                 rows = int(row["rows"])
                 computed += rows if bool(row["computed"]) else 0
+                worker, secs = str(row["worker"]), float(row["seconds"])
+                w = stats.setdefault(worker, [0.0, 0.0, 0.0])
+                w[0], w[1], w[2] = w[0] + 1, w[1] + rows, w[2] + secs
+                block = {"block": int(row["block"]), "rows": rows, "worker": worker,
+                         "seconds": secs, "finished": float(row["finished"])}  # fmt: skip
+                log.debug("block %(block)d: %(rows)d rows by %(worker)s in %(seconds).2fs", block,
+                          extra={"nla_block": block})  # fmt: skip
                 bar.update(rows)
         except Exception as exc:
             inner = _unwrap(exc)
             if inner is not None and inner is not exc:
                 raise inner from exc
             raise
+    for name, (nb, nrows, busy) in sorted(stats.items()):
+        log.info(
+            "worker %s: %d blocks, %d rows in %.1fs of block time (%.1f rows/s)",
+            name, nb, nrows, busy, nrows / busy if busy else float("nan"),
+        )  # fmt: skip
     return computed

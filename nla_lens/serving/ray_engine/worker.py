@@ -122,6 +122,8 @@ class BlockExplainer:
             "rows": np.array(rows, np.int64),
             "computed": np.array(computed, np.bool_),
             "seconds": np.array(seconds, np.float64),
+            "worker": np.array([f"{os.uname().nodename}:{os.getpid()}"] * len(blocks)),
+            "finished": np.array([time.time()] * len(blocks), np.float64),
         }
 
     # ---- one block -------------------------------------------------------------------
