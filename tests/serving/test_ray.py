@@ -141,6 +141,9 @@ def test_bad_options(tmp_path, toy, nla, vectors) -> None:
         explain_dataset(src, out, av=nla, workers=2, **FAST)
     with pytest.raises(NLAError, match="engine must be"):
         explain_dataset(src, out, av=nla, engine="spark", **FAST)
+    Path(str(out) + WORK_SUFFIX).mkdir()  # a partial Ray run is not continued by the local engine
+    with pytest.raises(NLAError, match="partial run of the Ray engine"):
+        explain_dataset(src, out, av=nla, **FAST)
 
 
 # ---- on a local Ray cluster --------------------------------------------------------------

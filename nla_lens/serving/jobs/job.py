@@ -41,7 +41,7 @@ from ...core.pair import NLAPair
 from ...core.sampling import Sampling
 from ...errors import NLAError, VectorError
 from .output import record, write_output
-from .progress import PARTIAL_SUFFIX, Progress
+from .progress import PARTIAL_SUFFIX, RAY_WORK_SUFFIX, Progress
 from .sources import Source, pyarrow
 
 __all__ = ["JobResult", "explain_dataset"]
@@ -151,6 +151,11 @@ def explain_dataset(
     if out.exists() and not partial_path.exists() and not overwrite:
         raise NLAError(
             f"{out} already exists (a finished job?). Pass overwrite=True (--overwrite) to redo it."
+        )
+    if Path(str(out) + RAY_WORK_SUFFIX).exists():
+        raise NLAError(
+            f"{out}{RAY_WORK_SUFFIX} holds a partial run of the Ray engine: finish it with "
+            "engine='ray', or delete it to start over with the local engine."
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(str(out) + ".tmp").unlink(missing_ok=True)  # a final write that was killed half-way

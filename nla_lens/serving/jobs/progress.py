@@ -9,9 +9,11 @@ from typing import Any
 from ...errors import JobMismatchError
 from ..store import SQLiteStore
 
-__all__ = ["PARTIAL_SUFFIX", "Progress", "params_diff"]
+__all__ = ["PARTIAL_SUFFIX", "RAY_WORK_SUFFIX", "Progress", "params_diff"]
 
 PARTIAL_SUFFIX = ".partial.sqlite"
+#: The Ray engine's work directory of committed blocks sits next to its output.
+RAY_WORK_SUFFIX = ".ray-work"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (start INTEGER PRIMARY KEY, n INTEGER NOT NULL);

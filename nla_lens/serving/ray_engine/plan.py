@@ -25,7 +25,7 @@ import torch
 
 from ...core.sampling import Sampling
 from ...errors import JobMismatchError, NLAError, VectorError
-from ..jobs.progress import params_diff
+from ..jobs.progress import RAY_WORK_SUFFIX, params_diff
 from ..jobs.sources import (
     VECTOR_COLUMN,
     Source,
@@ -38,7 +38,7 @@ from ..jobs.sources import (
 __all__ = ["WORK_SUFFIX", "InputSet", "WorkDir"]
 
 #: The work directory of a Ray job sits next to its output: ``OUTPUT.ray-work/``.
-WORK_SUFFIX = ".ray-work"
+WORK_SUFFIX = RAY_WORK_SUFFIX
 _PARAMS = "job.json"
 
 
