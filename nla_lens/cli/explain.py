@@ -5,6 +5,11 @@ Resumable: if it is interrupted (even killed), run the same command again.
     nla-lens explain vectors.parquet --av kitft/nla-gemma3-12b-L32-av \\
         --ar kitft/nla-gemma3-12b-L32-ar --output explained.parquet
     nla-lens explain vectors.npy --av AV --output out.parquet --backend sglang --url http://127.0.0.1:30000
+
+On a Ray cluster (extra ``ray``; docs/scale.md), with the AV on two vLLM servers:
+
+    nla-lens explain shards/ --av AV --ar AR --output out.parquet --engine ray --address auto \
+        --workers 8 --backend vllm --url http://av-0:8000 --url http://av-1:8000
 """
 
 from __future__ import annotations
@@ -50,8 +55,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--url",
+        action="append",
         default=None,
-        help="server url for --backend sglang/vllm, e.g. http://127.0.0.1:30000",
+        help="server url for --backend sglang/vllm, e.g. http://127.0.0.1:30000; with --engine ray, "
+        "repeat it (or separate urls by commas) to spread the AV over several servers",
     )
     p.add_argument(
         "--model", default=None, help="vLLM served model name (default: the server's only model)"
@@ -71,7 +78,47 @@ def register(sub: Any) -> None:
         "--overwrite", action="store_true", help="redo a finished job whose output exists"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("engine")
+    g.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this process (default); ray: an actor pool on a Ray cluster (extra 'ray')",
+    )  # fmt: skip
+    g.add_argument(
+        "--address", default=None,
+        help="Ray cluster address ('auto', 'ray://head:10001'); default: start a local cluster",
+    )  # fmt: skip
+    g.add_argument(
+        "--workers", type=int, default=None,
+        help="Ray actors, each holding one pair (default: as many as the cluster's CPUs/GPUs allow)",
+    )  # fmt: skip
+    g.add_argument(
+        "--cpus-per-worker", type=float, default=None,
+        help="CPUs per actor, also its torch threads (default 1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=None,
+        help="GPUs per actor (default: the cluster's GPUs shared out among the actors, else 0)",
+    )  # fmt: skip
+    g.add_argument(
+        "--block-rows", type=int, default=None,
+        help="rows per committed block, a multiple of --batch-size (default 4 batches)",
+    )  # fmt: skip
     p.set_defaults(func=run)
+
+
+def make_backends(
+    kind: str, urls: list[str] | None, *, model: str | None = None, max_in_flight: int = 32
+) -> Any:
+    """The backend(s) for ``--backend`` and ``--url`` (repeated or comma-separated): None for
+    local, one client for one url, a list for several."""
+    flat = [u.strip() for url in urls or [] for u in url.split(",") if u.strip()]
+    if len(flat) <= 1:
+        return make_backend(
+            kind, flat[0] if flat else None, model=model, max_in_flight=max_in_flight
+        )
+    if kind == "local":
+        raise NLAError("--url is for --backend sglang/vllm; the local backend decodes in-process.")
+    return [make_backend(kind, u, model=model, max_in_flight=max_in_flight) for u in flat]
 
 
 def make_backend(
@@ -100,12 +147,27 @@ def make_backend(
 def run(args: argparse.Namespace) -> int:
     from ..serving.jobs import explain_dataset
 
-    backend = make_backend(
+    backend = make_backends(
         args.backend, args.url, model=args.model, max_in_flight=args.max_in_flight
     )
+    ray_options: dict[str, Any] = {}
+    if args.engine == "ray":
+        ray_options = {
+            "address": args.address, "workers": args.workers, "block_rows": args.block_rows,
+            "cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker,
+        }  # fmt: skip
+    else:
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in ("address", "workers", "cpus_per_worker", "gpus_per_worker", "block_rows")
+            if getattr(args, k) is not None
+        ]
+        if given:
+            raise NLAError(f"{', '.join(given)}: options of --engine ray.")
     result = explain_dataset(
         args.input, args.output, av=resolve(args.av, "av") or args.av, ar=resolve(args.ar, "ar"), backend=backend, sampling=sampling_from(args),
         device=args.device, dtype=args.dtype, progress=not args.no_progress, overwrite=args.overwrite,
+        engine=args.engine, **ray_options,
     )  # fmt: skip
     resumed = f", {result.resumed_rows} resumed from a partial run" if result.resumed_rows else ""
     print(

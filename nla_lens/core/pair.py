@@ -60,14 +60,19 @@ def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointReco
 
 
 def _default_baseline(av: Verbalizer) -> Baseline | None:
-    if av.source is None:
+    return default_baseline(av.source, av.meta.base_model)
+
+
+def default_baseline(source: CheckpointSource | None, base_model: str | None) -> Baseline | None:
+    """The fve baseline a pair gets by default, from its AV's source and base model."""
+    if source is None:
         return None
-    published = baseline_for(av.source.hub_id)
+    published = baseline_for(source.hub_id)
     if published is not None:
         return published
     # A toy pair (python -m nla_lens.toy build) carries the baseline its builder measured.
-    quality = av.source.path.parent / "quality.json"
-    if av.meta.base_model == TOY_BASE_MODEL and quality.is_file():
+    quality = source.path.parent / "quality.json"
+    if base_model == TOY_BASE_MODEL and quality.is_file():
         data = json.loads(quality.read_text())
         return Baseline(
             float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from ...core.progress import bar_options
 from ...core.sampling import Sampling
 from ...errors import NLAError, VectorError
 from .output import record, write_output
-from .progress import PARTIAL_SUFFIX, Progress
+from .progress import PARTIAL_SUFFIX, RAY_WORK_SUFFIX, Progress
 from .sources import VECTOR_COLUMN, Source, pyarrow
 
 __all__ = ["JobResult", "explain_dataset"]
@@ -103,7 +104,7 @@ def explain_dataset(
     *,
     av: str | os.PathLike[str] | NLAPair,
     ar: str | os.PathLike[str] | None = None,
-    backend: GenerationBackend | None = None,
+    backend: GenerationBackend | Sequence[GenerationBackend] | None = None,
     sampling: Sampling | None = None,
     batch_size: int | None = None,
     temperature: float | None = None,
@@ -115,6 +116,13 @@ def explain_dataset(
     dtype: torch.dtype | str | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float | None = None,
+    gpus_per_worker: float | None = None,
+    block_rows: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> JobResult:
     """Explain every vector of ``input_path`` into the parquet file ``output_path``.
 
@@ -137,7 +145,37 @@ def explain_dataset(
     )  # fmt: skip
     seed0 = 0 if s.seed is None else s.seed
     s = s.replace(seed=seed0)
+    ray_options: dict[str, Any] = {
+        "address": address, "workers": workers, "cpus_per_worker": cpus_per_worker,
+        "gpus_per_worker": gpus_per_worker, "block_rows": block_rows, "runtime_env": runtime_env,
+    }  # fmt: skip
     out = Path(output_path).expanduser()
+    staged = None
+    if engine == "ray":
+        from ..ray_engine.engine import explain_dataset_ray
+
+        staged = _stage_frame(input_path, out) if _is_frame(input_path) else None
+        try:
+            return explain_dataset_ray(
+                staged or input_path, output_path, av=av, ar=ar, backend=backend, sampling=s,
+                device=device, dtype=dtype, progress=progress, overwrite=overwrite, **ray_options,
+            )  # fmt: skip
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+    if engine != "local":
+        raise NLAError(f"engine must be 'local' or 'ray', got {engine!r}.")
+    given = sorted(k for k, v in ray_options.items() if v is not None)
+    if given:
+        raise NLAError(f"{', '.join(given)}: options of engine='ray', not of the local engine.")
+    one: Any = backend
+    if isinstance(backend, (list, tuple)):
+        if len(backend) != 1:
+            raise NLAError(
+                f"the local engine decodes on one server; got {len(backend)} backends "
+                "(engine='ray' spreads chunks over several)."
+            )
+        one = backend[0]
     _check_output(out)
     with _JobLock(out):
         staged = _stage_frame(input_path, out) if _is_frame(input_path) else None
@@ -145,7 +183,7 @@ def explain_dataset(
         if not src_path.is_file():
             raise NLAError(f"input {src_path} does not exist (or is not a file).")
         result = _run(
-            src_path, out, s, seed0, av=av, ar=ar, backend=backend, device=device, dtype=dtype,
+            src_path, out, s, seed0, av=av, ar=ar, backend=one, device=device, dtype=dtype,
             progress=progress, overwrite=overwrite, t0=t0, pa=pa, pq=pq,
         )  # fmt: skip
         if staged is not None:
@@ -228,6 +266,11 @@ def _run(
     if out.exists() and not partial_path.exists() and not overwrite:
         raise NLAError(
             f"{out} already exists (a finished job?). Pass overwrite=True (--overwrite) to redo it."
+        )
+    if Path(str(out) + RAY_WORK_SUFFIX).exists():
+        raise NLAError(
+            f"{out}{RAY_WORK_SUFFIX} holds a partial run of the Ray engine: finish it with "
+            "engine='ray', or delete it to start over with the local engine."
         )
     Path(str(out) + ".tmp").unlink(missing_ok=True)  # a final write that was killed half-way
 

@@ -14,7 +14,7 @@ from ...errors import NLAError, StoreError
 from .progress import Progress
 from .sources import Source, input_tables
 
-__all__ = ["record", "write_output"]
+__all__ = ["append_results", "record", "write_output"]
 
 
 def record(start: int, e: Any) -> tuple[Any, ...]:
@@ -32,6 +32,17 @@ def _result_arrays(records: list[tuple[Any, ...]], samples: int, pa: Any) -> dic
     for i, name in ((5, "mse_nrm"), (6, "cos"), (7, "fve_nrm")):
         cols[name] = pa.array([r[i] for r in records], pa.float32())
     return cols
+
+
+def append_results(table: Any, records: list[tuple[Any, ...]], samples: int, pa: Any) -> Any:
+    """Input rows ``table`` (one row per vector) with the result columns appended; with
+    ``samples > 1`` each input row is repeated once per sample."""
+    n = table.num_rows
+    if samples > 1:
+        table = table.take(pa.array(np.repeat(np.arange(n), samples)))
+    for name, arr in _result_arrays(records, samples, pa).items():
+        table = table.append_column(name, arr)
+    return table
 
 
 def write_output(
@@ -74,11 +85,7 @@ def _write(
                 raise NLAError(
                     f"internal: rows {start}..{start + n} have {len(records)} results, expected {n * samples}."
                 )
-            if samples > 1:
-                table = table.take(pa.array(np.repeat(np.arange(n), samples)))
-            results = _result_arrays(records, samples, pa)
-            for name, arr in results.items():
-                table = table.append_column(name, arr)
+            table = append_results(table, records, samples, pa)
             if writer is None:
                 schema = table.schema.with_metadata(
                     {**(table.schema.metadata or {}), b"nla_lens": json.dumps(meta).encode()}

@@ -9,9 +9,11 @@ from typing import Any
 from ...errors import JobMismatchError, StoreError
 from ..store import SQLiteStore
 
-__all__ = ["PARTIAL_SUFFIX", "Progress"]
+__all__ = ["PARTIAL_SUFFIX", "RAY_WORK_SUFFIX", "Progress", "params_diff"]
 
 PARTIAL_SUFFIX = ".partial.sqlite"
+#: The Ray engine's work directory of committed blocks sits next to its output.
+RAY_WORK_SUFFIX = ".ray-work"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (start INTEGER PRIMARY KEY, n INTEGER NOT NULL);
@@ -20,6 +22,16 @@ CREATE TABLE IF NOT EXISTS results (
     truncated INTEGER NOT NULL, mse_nrm REAL, cos REAL, fve_nrm REAL, PRIMARY KEY (row, sample)
 );
 """
+
+
+def params_diff(stored: dict[str, Any], params: dict[str, Any]) -> str:
+    """What differs between a saved job's parameters and this run's, for the refusal message."""
+    keys = sorted(set(stored) | set(params))
+    return "; ".join(
+        f"{k}: was {stored.get(k)!r}, now {params.get(k)!r}"
+        for k in keys
+        if stored.get(k) != params.get(k)
+    )
 
 
 class Progress:
@@ -48,12 +60,7 @@ class Progress:
         if not isinstance(stored, dict):
             stored = {"params": stored}
         if stored != params:
-            diff = {
-                k: (stored.get(k), params.get(k))
-                for k in sorted(set(stored) | set(params))
-                if stored.get(k) != params.get(k)
-            }
-            shown = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            shown = params_diff(stored, params)
             raise JobMismatchError(
                 f"{self.path.name} holds a partial run with different parameters ({shown}). Resume "
                 f"with the original input, checkpoints and settings, or delete {self.path} to start over."

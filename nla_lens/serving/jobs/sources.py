@@ -14,7 +14,17 @@ import torch
 
 from ...errors import MissingExtraError, VectorError
 
-__all__ = ["RESULT_COLUMNS", "VECTOR_COLUMN", "Source", "input_tables", "pyarrow", "read_vectors"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "VECTOR_COLUMN",
+    "Source",
+    "array_table",
+    "input_tables",
+    "list_column_to_array",
+    "pyarrow",
+    "read_vectors",
+    "rename_clashes",
+]
 
 VECTOR_COLUMN = "activation_vector"
 RESULT_COLUMNS = ("explanation", "raw", "truncated", "mse_nrm", "cos", "fve_nrm")
@@ -113,7 +123,7 @@ class Source:
         buf: list[np.ndarray] = []
         held, start = 0, 0
         for batch in self._batches(size, [VECTOR_COLUMN]):
-            arr = _list_column_to_array(batch.column(0), self.path, start + held, self._d)
+            arr = list_column_to_array(batch.column(0), self.path, start + held, self._d)
             self._d = arr.shape[1]
             buf.append(arr)
             held += batch.num_rows
@@ -142,7 +152,7 @@ class Source:
             yield batch
 
 
-def _list_column_to_array(
+def list_column_to_array(
     col: Any, path: Path, first_row: int, width: int | None = None
 ) -> np.ndarray:
     import pyarrow as pa
@@ -201,23 +211,26 @@ def input_tables(src: Source, pa: Any) -> Iterator[tuple[int, Any]]:
     if src.kind == ".parquet":
         start = 0
         for batch in src._batches(8192):
-            table = pa.Table.from_batches([batch])
-            clash = [c for c in table.column_names if c in (*RESULT_COLUMNS, "sample")]
-            if clash:
-                table = table.rename_columns(
-                    [f"input_{c}" if c in clash else c for c in table.column_names]
-                )
-            yield start, table
+            yield start, rename_clashes(pa.Table.from_batches([batch]))
             start += batch.num_rows
         return
     for start, vectors in src.chunks(8192):
-        n, d = vectors.shape
-        kind = pa.float64() if vectors.dtype == np.float64 else pa.float32()
-        values = pa.array(vectors.reshape(-1).astype(kind.to_pandas_dtype()), kind)
-        vec = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), values)
-        yield (
-            start,
-            pa.table(
-                {"row": pa.array(np.arange(start, start + n), pa.int64()), VECTOR_COLUMN: vec}
-            ),
-        )
+        yield start, array_table(start, vectors, pa)
+
+
+def rename_clashes(table: Any) -> Any:
+    """Input columns named like a result column (``explanation``, ..., ``sample``) become
+    ``input_<name>``."""
+    clash = [c for c in table.column_names if c in (*RESULT_COLUMNS, "sample")]
+    if not clash:
+        return table
+    return table.rename_columns([f"input_{c}" if c in clash else c for c in table.column_names])
+
+
+def array_table(start: int, vectors: np.ndarray, pa: Any) -> Any:
+    """The input rows of an array input (.npy/.pt): ``row`` and ``activation_vector``."""
+    n, d = vectors.shape
+    kind = pa.float64() if vectors.dtype == np.float64 else pa.float32()
+    values = pa.array(vectors.reshape(-1).astype(kind.to_pandas_dtype()), kind)
+    vec = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), values)
+    return pa.table({"row": pa.array(np.arange(start, start + n), pa.int64()), VECTOR_COLUMN: vec})
