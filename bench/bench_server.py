@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 
 import torch
 
-from nla_lens.core.backend import Sampling
 from nla_lens.backends.sglang import SGLangBackend
 from nla_lens.backends.vllm import VLLMServerBackend
+from nla_lens.core.backend import Sampling
 from tests.serving.loopback import LoopbackServer
 
 GOAL = 4.0  # concurrent / sequential throughput, on the decode-bound model
