@@ -41,8 +41,8 @@ from _setup import (
     single_token_id,
 )
 
-from nla_lens.subjects import ResidualRecorder, hook_name
 from nla_lens.experiments.patching import activation_patching, patching_html, plot_patching
+from nla_lens.subjects import ResidualRecorder, hook_name
 
 banner("03 activation patching")
 torch.set_grad_enabled(False)  # inference only

@@ -54,9 +54,9 @@ from transformers import AutoTokenizer
 import nla_lens
 from nla_lens import RELEASED_PAIRS, NLAError
 from nla_lens.core import PUBLISHED_BASELINES
-from nla_lens.errors import CheckpointNotFoundError
 from nla_lens.core.loading import resolve_checkpoint
 from nla_lens.core.sidecar import SIDECAR_NAME, load_sidecar, parse_sidecar, verify_tokenizer
+from nla_lens.errors import CheckpointNotFoundError
 
 banner("05 real Gemma")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import numbers
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +144,7 @@ class FeatureExplanations:
 def explain_features(
     nla: NLAPair,
     sae: Any,
-    latent_ids: Sequence[int] | int | Tensor | None = None,
+    latent_ids: Any = None,
     *,
     sampling: Sampling | None = None,
     progress: bool | None = None,
