@@ -20,8 +20,13 @@ from .core.sampling import Sampling
 from .core.verbalizer import Verbalizer
 from .errors import NLAError
 from .experiments import (
+    DifferenceExplanation,
     ExplainedRun,
+    FaithfulnessReport,
+    FeatureExplanations,
+    NeuronpediaExport,
     RunDiff,
+    SampledExplanations,
     SearchHit,
     SteeredGeneration,
     SteeringResult,
@@ -29,11 +34,13 @@ from .experiments import (
     activation_patching,
     add_direction,
     explain_run,
+    faithfulness_report,
     patching_html,
     plot_patching,
     steer_by_edit,
     steered_generate,
     steering_vector,
+    to_neuronpedia,
 )
 from .lens import NLA
 from .serving import ExplanationCache, JobResult, explain_dataset
@@ -44,16 +51,21 @@ __version__ = "0.2.0"
 __all__ = [
     "NLA",
     "RELEASED_PAIRS",
+    "DifferenceExplanation",
     "ExplainedRun",
     "Explanation",
     "ExplanationCache",
     "Explanations",
+    "FaithfulnessReport",
+    "FeatureExplanations",
     "JobResult",
     "NLAError",
+    "NeuronpediaExport",
     "Reconstructor",
     "ResidualEdit",
     "ResidualRecorder",
     "RunDiff",
+    "SampledExplanations",
     "Sampling",
     "Scores",
     "SearchHit",
@@ -67,10 +79,12 @@ __all__ = [
     "capture_residual",
     "explain_dataset",
     "explain_run",
+    "faithfulness_report",
     "patching_html",
     "plot_patching",
     "residual_edit",
     "steer_by_edit",
     "steered_generate",
     "steering_vector",
+    "to_neuronpedia",
 ]

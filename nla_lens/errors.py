@@ -12,6 +12,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "DeviceError",
+    "ExportError",
+    "FeatureError",
     "IncompleteResultsError",
     "InjectionError",
     "JobMismatchError",
@@ -102,6 +104,15 @@ class StoreError(NLAError):
 
 class JobMismatchError(NLAError):
     """A dataset job's saved progress belongs to other input, checkpoints or settings."""
+
+
+class FeatureError(NLAError, ValueError):
+    """An SAE or latent id cannot be explained (no ``W_dec [d_sae, d_model]``, wrong
+    width, ids out of range, dead latents)."""
+
+
+class ExportError(NLAError, ValueError):
+    """Results cannot be exported in the requested layout (missing ids, bad fields)."""
 
 
 class IncompleteResultsError(NLAError):

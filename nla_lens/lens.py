@@ -4,29 +4,41 @@
 ``reconstruct``, provenance) with the experiments as methods:
 ``nla.capture``, ``nla.residual``, ``nla.explain_run``, ``nla.transcript``,
 ``nla.search``, ``nla.steering_vector``, ``nla.steer_by_edit``,
-``nla.activation_patching``. Each is a thin call to the function of the same
+``nla.activation_patching``, ``nla.explain_samples`` (and ``explain(select="best")``),
+``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``. Each is a thin call to the function of the same
 job in :mod:`nla_lens.experiments` or :mod:`nla_lens.subjects`, which take the
 pair as their first argument; nothing below this module imports it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Float
 from torch import Tensor
 
-from .core.explanation import Explanations
-from .core.pair import NLAPair
+from .core.explanation import Explanation, Explanations
+from .core.pair import ExplainCache, NLAPair
+from .core.sampling import Sampling
+from .errors import SamplingError
 from .experiments import (
+    DifferenceExplanation,
     ExplainedRun,
+    FaithfulnessReport,
+    FeatureExplanations,
+    SampledExplanations,
     SearchHit,
     SteeringResult,
     Transcript,
     activation_patching,
     build_transcript,
+    explain_difference,
+    explain_features,
     explain_run,
+    faithfulness_report,
     read_subject,
+    sample_explanations,
     search,
     steer_by_edit,
     steering_vector,
@@ -49,20 +61,6 @@ class NLA(NLAPair):
     other methods read a subject model (Hugging Face, TransformerBridge or
     nnsight) and attach explanations to runs, patching and steering.
     """
-
-    def explain(self, vectors: Any, **kwargs: Any) -> Explanations:  # type: ignore[override]
-        """Explain vectors; see :meth:`NLAPair.explain` for the settings.
-
-        Besides a ``[d]`` vector or ``[n, d]`` batch, takes a ``[batch, pos, d]``
-        tensor (the frame keeps ``batch`` and ``position``), a TransformerLens
-        ``ActivationCache`` (read at ``nla.hook_name``), or a pandas ``Series`` of
-        vectors / ``DataFrame`` with an ``activation_vector`` column (the frame
-        keeps the index as ``row``).
-        """
-        rows, labels = as_rows(self, vectors)
-        out = super().explain(rows, **kwargs)
-        out.labels = labels
-        return out
 
     def residual(self, model: Any) -> Any:
         """Inside an nnsight ``model.trace(...)``: the layer-K output (call ``.save()`` on it)."""
@@ -118,3 +116,84 @@ class NLA(NLAPair):
         """Patch corrupted residuals into the clean run and explain each cell; see
         :func:`nla_lens.activation_patching`."""
         return activation_patching(self, model, clean, corrupt, **kwargs)
+
+    # ---- uncertainty, differences, faithfulness, SAE latents ---------------------
+    def explain(
+        self,
+        vectors: Any,
+        *,
+        sampling: Sampling | None = None,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+        top_p: float | None = None,
+        samples: int | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        score: bool = True,
+        progress: bool | None = None,
+        cache: ExplainCache | None = None,
+        select: Literal["all", "best"] = "all",
+    ) -> Explanations:
+        """Explain vectors; see :meth:`NLAPair.explain` for the settings.
+
+        Besides a ``[d]`` vector or ``[n, d]`` batch, takes a ``[batch, pos, d]``
+        tensor (the frame keeps ``batch`` and ``position``), a TransformerLens
+        ``ActivationCache`` (read at ``nla.hook_name``), or a pandas ``Series`` of
+        vectors / ``DataFrame`` with an ``activation_vector`` column (the frame
+        keeps the index as ``row``).
+
+        ``select="best"`` is best-of-k: ``samples`` explanations per vector (default 4,
+        at temperature 1.0) decoded in one batch, all scored by the AR, and the one it
+        reconstructs best returned (one per vector). ``nla.explain_samples`` keeps all
+        k with their agreement.
+        """
+        settings: dict[str, Any] = dict(
+            temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
+            samples=samples, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+        rows, labels = as_rows(self, vectors)
+        if select == "best":
+            if not score:
+                raise SamplingError(
+                    "select='best' ranks samples by their AR score; keep score=True."
+                )
+            best = sample_explanations(
+                self, rows, sampling=sampling, progress=progress, cache=cache, **settings
+            ).best
+            return Explanations(best, labels)
+        if select != "all":
+            raise SamplingError(f"select must be 'all' or 'best', got {select!r}.")
+        out = super().explain(
+            rows, sampling=sampling, score=score, progress=progress, cache=cache, **settings
+        )
+        out.labels = labels
+        return out
+
+    def explain_samples(self, vectors: Any, **kwargs: Any) -> SampledExplanations:
+        """k explanations per vector (default 4 at temperature 1.0) with their AR scores,
+        agreement and a ``hedge`` flag; see :func:`nla_lens.experiments.sample_explanations`."""
+        return sample_explanations(self, vectors, **kwargs)
+
+    def explain_difference(self, a: Any, b: Any, **kwargs: Any) -> DifferenceExplanation:
+        """Explain ``a - b`` (the AV reads only its direction) and score it; see
+        :func:`nla_lens.experiments.explain_difference`."""
+        return explain_difference(self, a, b, **kwargs)
+
+    def faithfulness(
+        self,
+        explanations: Sequence[Explanation | str],
+        vectors: Any,
+        *,
+        paraphrase: Callable[[str], str] | None = None,
+        **kwargs: Any,
+    ) -> FaithfulnessReport:
+        """Per-segment scores and shuffle / swap / paraphrase checks; see
+        :func:`nla_lens.experiments.faithfulness_report`."""
+        return faithfulness_report(self, explanations, vectors, paraphrase=paraphrase, **kwargs)
+
+    def explain_features(
+        self, sae: Any, latent_ids: Any = None, **kwargs: Any
+    ) -> FeatureExplanations:
+        """Explain SAE decoder rows ``W_dec[latent_ids]`` (a SAELens SAE, any object with
+        ``W_dec [d_sae, d_model]``, or the matrix); see :func:`nla_lens.experiments.explain_features`."""
+        return explain_features(self, sae, latent_ids, **kwargs)

@@ -34,6 +34,11 @@ ARTEFACTS: dict[str, list[str]] = {
     ],
     "04_transcripts_and_steering.py": ["04_transcript.html", "04_steering.png"],
     "05_real_gemma.py": [],
+    "06_uncertainty_and_faithfulness.py": [
+        "06_samples.html",
+        "06_diff.html",
+        "06_faithfulness.html",
+    ],
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: A tutorial on the toy pair should take about a minute on 2 CPU cores; this only catches hangs.

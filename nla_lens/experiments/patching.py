@@ -22,8 +22,10 @@ from ..core.progress import bar_options
 from ..core.sampling import Sampling
 from ..errors import CaptureError
 from ..subjects import ResidualEdit, as_subject, capture_residual, resolve_positions
+from .difference import explain_difference
 from .flagged import explain_flagged, score_flagged
 from .runs import read_subject
+from .uncertainty import TextScorer, bootstrap_delta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,6 +99,9 @@ def activation_patching(
     tokenizer: Any = None,
     progress: bool | None = None,
     sampling: Sampling | None = None,
+    explain_differences: bool = False,
+    level: float = 0.9,
+    n_boot: int = 2000,
     **settings: Any,
 ) -> pd.DataFrame:
     """Patch each (layer, position) from ``corrupt`` into ``clean``; explain and score.
@@ -112,6 +117,13 @@ def activation_patching(
     TransformerBridge, nnsight and Hugging Face models. Returns one row per
     (batch, layer, position); ``downstream_of_k`` marks cells patched after
     layer K, whose layer-K explanation cannot change.
+
+    With ``samples >= 2`` (and an AR), each row gets ``crossfit_delta``: the mean
+    score of the clean run's samples minus the corrupted run's samples on the
+    patched residual (positive: it still reads as clean), with a bootstrap interval
+    over the samples at ``level`` (``crossfit_delta_lo`` / ``_hi``).
+    ``explain_differences=True`` adds ``difference_explanation``: the explanation of
+    the patched minus the clean layer-K residual at that position (what the patch changed).
     """
     import pandas as pd
 
@@ -194,7 +206,8 @@ def activation_patching(
     flat = torch.cat([torch.stack(patched_vecs).reshape(-1, nla.d_model),
                       clean_vecs.reshape(-1, nla.d_model), corrupt_vecs.reshape(-1, nla.d_model)])  # fmt: skip
     s = Sampling.of(sampling, **settings)
-    first = [e for e in explain_flagged(nla, flat, s) if e.sample == 0]
+    exps = explain_flagged(nla, flat, s)
+    first = [e for e in exps if e.sample == 0]
     patched_e = first[: n_cells * batch]
     clean_e = first[n_cells * batch : n_cells * batch + m * batch]
     corrupt_e = first[n_cells * batch + m * batch :]
@@ -247,6 +260,29 @@ def activation_patching(
                 row["crossfit_fve_nrm_clean"] = fits.fve_nrm[j]
                 row["crossfit_fve_nrm_corrupt"] = fits.fve_nrm[n + j]
         rows.append(row)
+    if s.samples >= 2 and nla.ar is not None and not any(e.skipped for e in exps):
+        groups: dict[int, list[str]] = {}
+        for e in exps:
+            groups.setdefault(e.index, []).append(e.text)
+        scorer = TextScorer(nla, batch_size=s.batch_size)
+        for j, (i, _, p, b) in enumerate(cells):
+            vec = patched_vecs[i][b].unsqueeze(0)
+            sides = [groups[n_cells * batch + off + col[p] * batch + b] for off in (0, m * batch)]
+            own, other = (scorer.values(t, vec.expand(len(t), -1)) for t in sides)
+            iv = bootstrap_delta(own, other, level=level, n_boot=n_boot, seed=j)
+            rows[j].update(
+                crossfit_delta=iv.estimate, crossfit_delta_lo=iv.low, crossfit_delta_hi=iv.high
+            )
+    if explain_differences:
+        patched = torch.stack([patched_vecs[i][b] for i, _, _, b in cells])
+        clean_at = torch.stack([clean_vecs[col[p], b] for _, _, p, b in cells])
+        diff = explain_difference(
+            nla, patched, clean_at, sides=False, label_a="patched", label_b="clean",
+            sampling=Sampling(max_new_tokens=s.max_new_tokens),
+        )  # fmt: skip
+        for j, d in enumerate(diff.explanations):
+            rows[j]["difference_explanation"] = None if d is None else d.text
+            rows[j]["difference_norm"] = diff.norms[j]
     return pd.DataFrame(rows)
 
 

@@ -24,8 +24,11 @@ from ..core.pair import NLAPair
 from ..core.sampling import Sampling
 from ..errors import PairMismatchError
 from ..subjects import Captured, Positions, Subject, as_subject, capture_residual
+from .difference import DifferenceExplanation
+from .difference import explain_difference as explain_diff
 from .flagged import explain_flagged, score_flagged
 from .html import HTMLPage, fve_colour
+from .uncertainty import Interval, TextScorer, bootstrap_delta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,8 +135,30 @@ class ExplainedRun:
     def __repr__(self) -> str:
         return f"ExplainedRun({self.label!r}, {len(self)} positions, texts={self.texts[:3]!r}{'…' if len(self) > 3 else ''})"
 
-    def diff(self, other: ExplainedRun) -> RunDiff:
-        """Side-by-side explanations and cross-fit scores against another run."""
+    def samples_per_vector(self) -> list[list[Explanation]]:
+        """Every sample of each explained vector, in row order."""
+        out: list[list[Explanation]] = [[] for _ in self.rows]
+        for e in self.all_explanations:
+            out[e.index].append(e)
+        return out
+
+    def diff(
+        self,
+        other: ExplainedRun,
+        *,
+        explain_difference: bool = False,
+        level: float = 0.9,
+        n_boot: int = 2000,
+        seed: int = 0,
+    ) -> RunDiff:
+        """Side-by-side explanations and cross-fit scores against another run.
+
+        When both runs drew ``samples >= 2`` explanations per vector, each row also
+        gets bootstrap intervals (at ``level``) over the samples of the cross-fit
+        deltas (see :class:`RunDiff`). ``explain_difference=True`` adds the
+        explanation of ``other``'s residual minus this run's (what the intervention
+        changed), in one more batched AV call.
+        """
         nla = self.nla or other.nla
         if nla is None or nla.ar is None:
             raise PairMismatchError(
@@ -150,11 +175,41 @@ class ExplainedRun:
             nla, self.texts + other.texts, torch.cat([other.vectors, self.vectors]), skip
         )
         n = len(self)
+        intervals = None
+        sa, sb = self.samples_per_vector(), other.samples_per_vector()
+        flagged = any(e.skipped for e in self.all_explanations + other.all_explanations)
+        if min(len(x) for x in sa + sb) >= 2 and not flagged:
+            scorer = TextScorer(nla)
+            intervals = []
+            for i in range(n):
+                ta, tb = [e.text for e in sa[i]], [e.text for e in sb[i]]
+                va, vb = self.vectors[i : i + 1], other.vectors[i : i + 1]
+                on_a = [scorer.values(t, va.expand(len(t), -1)) for t in (ta, tb)]
+                on_b = [scorer.values(t, vb.expand(len(t), -1)) for t in (tb, ta)]
+                intervals.append(
+                    {
+                        "on_a": bootstrap_delta(*on_a, level=level, n_boot=n_boot, seed=seed + i),
+                        "on_b": bootstrap_delta(*on_b, level=level, n_boot=n_boot, seed=seed + i),
+                    }
+                )
+        difference = None
+        if explain_difference:
+            first = self.explanations[0].provenance if self.explanations else None
+            sampling = None  # greedy, with the runs' token budget
+            if first is not None:
+                sampling = Sampling(max_new_tokens=first.sampling["max_new_tokens"])
+            difference = explain_diff(
+                nla, other.vectors, self.vectors, sides=False, label_a=other.label,
+                label_b=self.label, sampling=sampling,
+            )  # fmt: skip
         return RunDiff(
             a=self,
             b=other,
             cross_a_on_b={k: getattr(cross, k)[:n] for k in _METRICS},
             cross_b_on_a={k: getattr(cross, k)[n:] for k in _METRICS},
+            intervals=None if intervals is None else tuple(intervals),
+            difference=difference,
+            metric="cos" if nla.baseline is None else "fve_nrm",
         )
 
 
@@ -170,12 +225,22 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 class RunDiff:
     """Two runs side by side. ``cross_a_on_b``: A's explanation scored against B's
     vector (how well A's words reconstruct B's residual); ``cross_b_on_a`` the reverse.
-    Self-fits are each run's own scores."""
+    Self-fits are each run's own scores.
+
+    With k >= 2 samples per vector in both runs, ``intervals[i]["on_a"]`` is a
+    bootstrap interval over the samples of ``mean(A's samples on A's vector) -
+    mean(B's samples on A's vector)`` (``metric``: fve_nrm, else cos), and
+    ``"on_b"`` the same on B's vector: an interval clear of 0 says the runs read
+    differently beyond sampling noise. ``difference`` explains B's residual minus A's.
+    """
 
     a: ExplainedRun
     b: ExplainedRun
     cross_a_on_b: dict[str, list[float | None]]
     cross_b_on_a: dict[str, list[float | None]]
+    intervals: tuple[dict[str, Interval], ...] | None = None
+    difference: DifferenceExplanation | None = None
+    metric: str = "fve_nrm"
 
     def summary(self) -> dict[str, float | None]:
         """Mean self-fit and cross-fit ``cos`` and ``fve_nrm``."""
@@ -213,6 +278,18 @@ class RunDiff:
                     "cross_fve_nrm_b_on_a": self.cross_b_on_a["fve_nrm"][i],
                 }
             )
+            if self.intervals is not None:
+                for side, iv in self.intervals[i].items():
+                    name = f"delta_{self.metric}_{side}"
+                    rows[-1].update(
+                        {name: iv.estimate, f"{name}_lo": iv.low, f"{name}_hi": iv.high}
+                    )
+                rows[-1]["changed"] = any(iv.excludes_zero for iv in self.intervals[i].values())
+            if self.difference is not None:
+                d = self.difference.explanations[i]
+                rows[-1]["explanation_b_minus_a"] = None if d is None else d.text
+                rows[-1]["difference_norm"] = self.difference.norms[i]
+                rows[-1]["difference_cos"] = None if d is None else d.cos
         return pd.DataFrame(rows)
 
     def to_html(self) -> HTMLPage:

@@ -1,0 +1,111 @@
+"""k samples per vector: scores, agreement, hedge, best-of-k, and bootstrap intervals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nla_lens.errors import SamplingError
+from nla_lens.experiments.uncertainty import TextScorer, bootstrap_delta
+from tests.experiments._vectors import agreeing_and_disagreeing
+
+TOKENS = 16
+
+
+def test_bootstrap_interval_narrows_as_k_grows():
+    """Per-sample scores drawn from one spread: the mean width over repeated draws
+    falls with k (as 1/sqrt(k))."""
+    g = torch.Generator().manual_seed(0)
+    widths = []
+    for k in (4, 16, 64, 256):
+        w = []
+        for rep in range(20):
+            own, other = torch.randn(2, k, generator=g).tolist()
+            iv = bootstrap_delta(own, other, level=0.9, n_boot=500, seed=rep)
+            assert iv.low <= iv.estimate <= iv.high
+            w.append(iv.width)
+        widths.append(sum(w) / len(w))
+    assert widths == sorted(widths, reverse=True), widths
+    assert widths[-1] < widths[0] / 4
+
+
+def test_bootstrap_is_zero_width_when_samples_agree():
+    iv = bootstrap_delta([0.9, 0.9, 0.9], [0.2, 0.2, 0.2])
+    assert iv.width == pytest.approx(0.0)
+    assert iv.estimate == pytest.approx(0.7) and iv.excludes_zero
+
+
+def test_bootstrap_refuses_empty_and_bad_level():
+    with pytest.raises(SamplingError):
+        bootstrap_delta([], [1.0])
+    with pytest.raises(SamplingError, match="level"):
+        bootstrap_delta([1.0], [1.0], level=1.5)
+
+
+@pytest.mark.integration
+def test_samples_need_k_of_two_or_more(nla, toy_residuals):
+    with pytest.raises(SamplingError, match="samples >= 2"):
+        nla.explain_samples(toy_residuals[0][:1], samples=1)
+    with pytest.raises(SamplingError, match="score=True"):
+        nla.explain(toy_residuals[0][:1], select="best", score=False)
+
+
+@pytest.mark.integration
+def test_best_of_k_is_the_top_scoring_of_the_same_seeded_samples(nla, toy_residuals):
+    agree, disagree = agreeing_and_disagreeing(toy_residuals)
+    x = torch.cat([agree[:2], disagree])
+    k, seed = 5, 11
+    best = nla.explain(x, samples=k, seed=seed, select="best", max_new_tokens=TOKENS)
+    drawn = nla.explain(x, samples=k, seed=seed, temperature=1.0, max_new_tokens=TOKENS)
+    assert len(best) == len(x) and len(drawn) == k * len(x)
+    n_distinct = 0
+    for i in range(len(x)):
+        group = [e for e in drawn if e.index == i]
+        top = min(group, key=lambda e: (e.mse_nrm, e.sample))
+        assert best[i].text == top.text
+        assert best[i].sample == top.sample and best[i].index == i
+        assert best[i].fve_nrm == pytest.approx(top.fve_nrm, abs=1e-5)
+        assert best[i].fve_nrm >= max(e.fve_nrm for e in group) - 1e-5
+        n_distinct += len({e.text for e in group}) > 1
+    assert n_distinct >= 3  # the check ranked real alternatives
+
+
+@pytest.mark.integration
+def test_hedge_set_where_samples_disagree_and_clear_where_they_agree(nla, toy_residuals):
+    agree, disagree = agreeing_and_disagreeing(toy_residuals)
+    result = nla.explain_samples(
+        torch.cat([agree, disagree]), samples=6, seed=0, max_new_tokens=TOKENS
+    )
+    n = len(agree)
+    for vs in result.vectors[:n]:
+        assert vs.n_distinct == 1 and vs.agreement == pytest.approx(1.0, abs=1e-5)
+        assert not vs.hedge
+    hedged = [vs for vs in result.vectors[n:] if vs.hedge]
+    assert len(hedged) >= 4, result.to_frame()
+    for vs in result.vectors[n:]:
+        assert vs.hedge == (vs.agreement < result.hedge_below)
+        if vs.hedge:
+            assert vs.n_distinct > 1 and vs.mode_share < 1
+    frame = result.to_frame()
+    assert list(frame["hedge"]) == [vs.hedge for vs in result.vectors]
+    assert {"best", "agreement", "mode_share", "samples"} <= set(frame.columns)
+    assert len(result.samples_frame()) == 6 * len(result)
+    html = result._repr_html_()
+    assert "hedge" in html and "<table" in html
+
+
+@pytest.mark.integration
+def test_sample_intervals_shrink_as_k_grows_on_the_toy(nla, toy_residuals):
+    _, disagree = agreeing_and_disagreeing(toy_residuals)
+    x = disagree[:8]
+    scorer = TextScorer(nla)
+    mean_width = {}
+    for k in (4, 24):
+        result = nla.explain_samples(x, samples=k, seed=3, max_new_tokens=TOKENS)
+        widths = []
+        for vs in result:
+            own = scorer.values(vs.texts, x[vs.index : vs.index + 1].expand(k, -1))
+            widths.append(bootstrap_delta(own, [0.0] * k).width)
+        mean_width[k] = sum(widths) / len(widths)
+    assert mean_width[4] > 0
+    assert mean_width[24] < 0.75 * mean_width[4], mean_width
