@@ -30,7 +30,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,26 +42,13 @@ from ...core.sampling import Sampling
 from ...errors import NLAError, VectorError
 from .output import record, write_output
 from .progress import PARTIAL_SUFFIX, RAY_WORK_SUFFIX, Progress
+from .result import _SCHEMA_VERSION, JobResult
 from .sources import VECTOR_COLUMN, Source, pyarrow
 
 __all__ = ["JobResult", "explain_dataset"]
 
 log = logging.getLogger("nla_lens.jobs")
-_SCHEMA_VERSION = 2
 LOCK_SUFFIX = ".lock"
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """What :func:`explain_dataset` did."""
-
-    output_path: Path
-    rows: int
-    results: int
-    computed_rows: int
-    resumed_rows: int
-    seconds: float
-    provenance: dict[str, Any]
 
 
 def _load_nla(

@@ -21,8 +21,8 @@ from ...core.progress import bar_options
 from ...core.provenance import Provenance
 from ...core.sampling import Sampling
 from ...errors import MissingExtraError, NLAError
-from ..jobs.job import _SCHEMA_VERSION, JobResult
 from ..jobs.progress import PARTIAL_SUFFIX
+from ..jobs.result import _SCHEMA_VERSION, JobResult
 from .plan import InputSet, WorkDir, assemble, job_params
 from .worker import BlockExplainer, WorkerConfig
 
