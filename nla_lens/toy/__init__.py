@@ -8,7 +8,7 @@ The checkpoints live in ``nla_lens/toy/checkpoints/`` and are (re)built,
 deterministically, by ``python -m nla_lens.toy build``. They are a toy: the
 subject is trained on an in-context recall task (:func:`tasks` gives
 clean/corrupted prompt pairs for patching) and on generic text; the AV names the
-token a layer-2 residual came from and, where the subject is confident, the
+token a layer-3 residual came from and, where the subject is confident, the
 subject's next-token prediction (``token : our ; next : house``); nothing about a
 real model.
 """
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "checkpoints"
-EXTRACTION_LAYER = 2  # K: the toy AV/AR read hidden_states[K + 1] of the subject
+EXTRACTION_LAYER = 3  # K: the toy AV/AR read hidden_states[K + 1] of the subject
 _PARTS = ("subject", "subject_multimodal", "av", "ar")
 
 

@@ -58,7 +58,7 @@ from .train import (
 from .vocab import CONFIDENT, TOKEN_NAMES
 from .world import WorldFigures, measure_world
 
-__all__ = ["BuildConfig", "Quality", "build", "build_base", "evaluate"]
+__all__ = ["BuildConfig", "Quality", "build", "build_base", "evaluate", "measure"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class BuildConfig:
     subject_task: int = 20000
     subject_random: int = 4000
     subject_chat: int = 3000
+    subject_swap: float = 0.25
     subject: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=2500, batch_size=64, lr=3e-3, warmup=100, seed=3)
     )
@@ -86,7 +87,7 @@ class BuildConfig:
         default_factory=lambda: TrainConfig(steps=1200, batch_size=64, lr=2e-3, seed=11)
     )
     ar: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=900, batch_size=64, lr=3e-3, seed=12)
+        default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=3e-3, seed=12)
     )
 
 
@@ -162,13 +163,15 @@ def build_base(
         subject = build_subject(tokenizer, seed)
         content = content_token_ids(tokenizer)
         other = sorted(set(tokenizer.get_vocab().values()) - set(content))
-        corpus = subject_corpus(
+        corpus, queries = subject_corpus(
             tokenizer, content, other, n_task=cfg.subject_task, n_random=cfg.subject_random,
             n_chat=cfg.subject_chat, seq_len=cfg.seq_len,
             generator=torch.Generator().manual_seed(seed + 7),
         )  # fmt: skip
         log.info("training the subject on %d sequences", len(corpus))
-        train_subject(subject, corpus, int(tokenizer.pad_token_id), cfg.subject)
+        train_subject(
+            subject, corpus, queries, int(tokenizer.pad_token_id), cfg.subject, cfg.subject_swap
+        )
         multimodal = build_multimodal(subject, tokenizer, seed + 1)
     for name, model in (("subject", subject), ("subject_multimodal", multimodal)):
         _save(model, tokenizer, out / name)
@@ -263,9 +266,12 @@ def _named(
 ) -> tuple[list[bool], list[bool]]:
     """Per row: (token named, next token named) by the explanation."""
     parsed = [parse_explanation(e) for e in explanations]
-    tok = [t == _name(tokenizer, int(w)) for (t, _), w in zip(parsed, data.tokens.tolist(), strict=False)]
+    tok = [
+        t == _name(tokenizer, int(w))
+        for (t, _), w in zip(parsed, data.tokens.tolist(), strict=False)
+    ]
     nxt = [
-        n is not None and n == _name(tokenizer, int(w))
+        w >= 0 and n is not None and n == _name(tokenizer, int(w))
         for (_, n), w in zip(parsed, data.next_tokens.tolist(), strict=False)
     ]
     return tok, nxt
@@ -292,7 +298,9 @@ def evaluate(
     chat_texts, closed = _explain(av, tokenizer, prompt, chat, injection_scale, chat_max_new_tokens)
     chat_tok, chat_next = _named(tokenizer, chat_texts, chat)
     if not all(closed):
-        missed = sorted({_name(tokenizer, int(w)) for w, c in zip(chat.tokens, closed, strict=False) if not c})
+        missed = sorted(
+            {_name(tokenizer, int(w)) for w, c in zip(chat.tokens, closed, strict=False) if not c}
+        )
         log.warning("chat decodes left open for: %s", ", ".join(missed[:10]))
     explanations, _ = _explain(av, tokenizer, prompt, held, injection_scale, chat_max_new_tokens)
     held_tok, held_next = _named(tokenizer, explanations, held)
@@ -321,7 +329,9 @@ def evaluate(
         baseline_var=round(baseline, 4),
         n=len(truth),
         chat_terminated=round(sum(closed) / len(closed), 4),
-        chat_accuracy=round(sum(t and c for t, c in zip(chat_tok, closed, strict=False)) / len(closed), 4),
+        chat_accuracy=round(
+            sum(t and c for t, c in zip(chat_tok, closed, strict=False)) / len(closed), 4
+        ),
         chat_max_new_tokens=chat_max_new_tokens,
         chat_n=len(chat.tokens),
         confident=CONFIDENT,
@@ -365,9 +375,21 @@ def _save_ar(
 def build(out: Path, cfg: BuildConfig | None = None) -> Quality:
     """Build and save all four checkpoints and ``quality.json`` under ``out``."""
     cfg = cfg or BuildConfig()
+    log.info("tokenizer and subject")
+    tokenizer, subject = build_base(out, cfg.seed, cfg)
+    train_pair(out, cfg, tokenizer, subject)
+    return measure(out, cfg)
+
+
+def train_pair(
+    out: Path,
+    cfg: BuildConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    subject: Gemma3ForCausalLM,
+    parts: tuple[str, ...] = ("av", "ar"),
+) -> None:
+    """Sample the subject's residuals, train and save the AV and/or the AR under ``out``."""
     with _deterministic():
-        log.info("tokenizer and subject")
-        tokenizer, subject = build_base(out, cfg.seed, cfg)
         prompt = av_prompt(tokenizer)
         mse_scale = math.sqrt(D_MODEL)
 
@@ -385,31 +407,62 @@ def build(out: Path, cfg: BuildConfig | None = None) -> Quality:
             int((data.next_tokens >= 0).sum()), injection_scale,
         )  # fmt: skip
 
-        log.info("training the AV")
-        av = make_av(subject)
-        train_av(av, tokenizer, prompt, data, injection_scale, cfg.av)
-        av.eval()
-        _save(av, tokenizer, out / "av")
-        write_sidecar(
-            out / "av", role="av", tokenizer=tokenizer, prompt=prompt, d_model=D_MODEL,
-            layer=EXTRACTION_LAYER, injection_scale=injection_scale, mse_scale=mse_scale, train=cfg.av,
-        )  # fmt: skip
-        write_card(out / "av", "av", d_model=D_MODEL, n_layers=NUM_LAYERS, layer=EXTRACTION_LAYER)
+        if "av" in parts:
+            log.info("training the AV")
+            av = make_av(subject)
+            train_av(av, tokenizer, prompt, data, injection_scale, cfg.av)
+            av.eval()
+            _save(av, tokenizer, out / "av")
+            write_sidecar(
+                out / "av", role="av", tokenizer=tokenizer, prompt=prompt, d_model=D_MODEL,
+                layer=EXTRACTION_LAYER, injection_scale=injection_scale, mse_scale=mse_scale, train=cfg.av,
+            )  # fmt: skip
+            write_card(
+                out / "av", "av", d_model=D_MODEL, n_layers=NUM_LAYERS, layer=EXTRACTION_LAYER
+            )
 
-        log.info("training the AR")
-        ar, head = make_ar(subject, cfg.ar.seed)
-        train_ar(ar, head, tokenizer, data, mse_scale, cfg.ar, next_only=cfg.ar_next_only)
-        ar.eval()
-        _save_ar(ar, head, subject, tokenizer, out / "ar")
-        write_sidecar(
-            out / "ar", role="ar", tokenizer=tokenizer, prompt=prompt, d_model=D_MODEL,
-            layer=EXTRACTION_LAYER, injection_scale=None, mse_scale=mse_scale, train=cfg.ar,
-        )  # fmt: skip
-        write_card(
-            out / "ar", "ar", d_model=D_MODEL, n_layers=EXTRACTION_LAYER + 1, layer=EXTRACTION_LAYER
-        )
+        if "ar" in parts:
+            log.info("training the AR")
+            ar, head = make_ar(subject, cfg.ar.seed)
+            train_ar(ar, head, tokenizer, data, mse_scale, cfg.ar, next_only=cfg.ar_next_only)
+            ar.eval()
+            _save_ar(ar, head, subject, tokenizer, out / "ar")
+            write_sidecar(
+                out / "ar", role="ar", tokenizer=tokenizer, prompt=prompt, d_model=D_MODEL,
+                layer=EXTRACTION_LAYER, injection_scale=None, mse_scale=mse_scale, train=cfg.ar,
+            )  # fmt: skip
+            write_card(
+                out / "ar",
+                "ar",
+                d_model=D_MODEL,
+                n_layers=EXTRACTION_LAYER + 1,
+                layer=EXTRACTION_LAYER,
+            )
 
+
+def measure(out: Path, cfg: BuildConfig | None = None) -> Quality:
+    """Measure the checkpoints saved under ``out`` (as :func:`build` does after training)
+    and write ``quality.json``."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg or BuildConfig()
+    with _deterministic():
         log.info("measuring the round trip on held-out residuals and the task")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "subject"))
+        subject = AutoModelForCausalLM.from_pretrained(str(out / "subject"), dtype=torch.float32)
+        av = AutoModelForCausalLM.from_pretrained(str(out / "av"), dtype=torch.float32)
+        ar = AutoModelForCausalLM.from_pretrained(str(out / "ar"), dtype=torch.float32)
+        subject.eval(), av.eval(), ar.eval()
+        ar.model.norm = nn.Identity()
+        head = nn.Linear(D_MODEL, D_MODEL, bias=False)
+        head.load_state_dict(load_file(str(out / "ar" / "value_head.safetensors")))
+        import yaml
+
+        meta = yaml.safe_load((out / "av" / "nla_meta.yaml").read_text(encoding="utf-8"))
+        injection_scale = float(meta["extraction"]["injection_scale"])
+        mse_scale = float(meta["extraction"]["mse_scale"])
+        prompt = av_prompt(tokenizer)
         held = _residuals(subject, tokenizer, cfg.heldout_sequences, cfg.seq_len, cfg.seed + 3, 1)
         held_chat = _chat_residuals(subject, tokenizer, cfg.chat_heldout_sequences, cfg.seed + 5)
         held_task = _task_residuals(subject, tokenizer, cfg.task_heldout_sequences, cfg.seed + 8)

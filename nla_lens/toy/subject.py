@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 D_MODEL = 64
-NUM_LAYERS = 4
+NUM_LAYERS = 5
 HEAD_DIM = 32  # vLLM's CPU attention rejects 16
 EMBED_INIT_STD = 1.0
 #: The hub id the toy subject declares in its config.json (the sidecars' base_checkpoint),
@@ -323,19 +323,25 @@ def subject_corpus(
     n_chat: int,
     seq_len: int,
     generator: torch.Generator,
-) -> list[list[int]]:
+) -> tuple[list[list[int]], list[int]]:
     """The subject's training text, in a fixed order: task sequences, uniformly random
-    content sequences after ``<bos>`` and random chat-formatted conversations, shuffled."""
+    content sequences after ``<bos>`` and random chat-formatted conversations, shuffled.
+
+    Also returns, per sequence, the position of the task query's last token (the one
+    the answer is predicted at), or -1 for generic text.
+    """
     vocab = torch.tensor(list(content_ids))
     seqs = [task_sequence_ids(tokenizer, generator) for _ in range(n_task)]
+    queries = [len(s) - 3 for s in seqs]
     body = vocab[torch.randint(len(vocab), (n_random, seq_len), generator=generator)]
     seqs += [[int(tokenizer.bos_token_id), *row] for row in body.tolist()]
     seqs += [
-        chat_sequence(tokenizer, content_ids, other_ids, generator)[:MODEL_MAX_LENGTH]
+        chat_sequence(tokenizer, content_ids, other_ids, generator)[: seq_len + 1]
         for _ in range(n_chat)
     ]
+    queries += [-1] * (n_random + n_chat)
     order = torch.randperm(len(seqs), generator=generator).tolist()
-    return [seqs[i] for i in order]
+    return [seqs[i] for i in order], [queries[i] for i in order]
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -70,32 +70,73 @@ def _optimizer(
 
 
 def train_subject(
-    subject: Gemma3ForCausalLM, corpus: list[list[int]], pad_id: int, cfg: TrainConfig
+    subject: Gemma3ForCausalLM,
+    corpus: list[list[int]],
+    queries: list[int],
+    pad_id: int,
+    cfg: TrainConfig,
+    swap: float = 0.0,
 ) -> float:
     """Next-token cross-entropy on every real token of ``corpus`` (batches drawn with a
-    seeded generator). Returns the final running loss."""
+    seeded generator). Returns the final running loss.
+
+    With chance ``swap`` a task sequence's layer-K residual at its query (``queries``)
+    is replaced, inside the forward pass, by another task sequence's in the batch, and
+    the answer target by that sequence's answer: the answer must be in the layer-K
+    residual at the last position, and the later layers must read it from there (not
+    fetch it again from the context).
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt, sched = _optimizer(list(subject.parameters()), cfg)
     subject.train()
     ema = 0.0
+    swapped: dict[str, Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+        if not swapped:
+            return output
+        x = output[0] if isinstance(output, tuple) else output
+        x = x.clone()
+        x[swapped["rows"], swapped["at"]] = x[swapped["src"], swapped["src_at"]]
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    handle = subject.model.layers[EXTRACTION_LAYER].register_forward_hook(hook)
     bar = tqdm(range(cfg.steps), desc="subject", leave=False)
-    for step in bar:
-        idx = torch.randint(len(corpus), (cfg.batch_size,), generator=gen).tolist()
-        ids, real = pad_batch([corpus[i] for i in idx], pad_id)
-        logits = subject(input_ids=ids).logits[:, :-1]
-        tgt = ids[:, 1:].masked_fill(~real[:, 1:], -100)
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(subject.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema = loss.item() if step == 0 else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{ema:.3f}")
-            log.debug("subject step %d loss %.4f", step, ema)
+    try:
+        for step in bar:
+            idx = torch.randint(len(corpus), (cfg.batch_size,), generator=gen).tolist()
+            ids, real = pad_batch([corpus[i] for i in idx], pad_id)
+            tgt = ids[:, 1:].masked_fill(~real[:, 1:], -100)
+            q = torch.tensor([queries[i] for i in idx])
+            task_rows = (q >= 0).nonzero().flatten()
+            pick = torch.rand(len(task_rows), generator=gen) < swap
+            swapped.clear()
+            if len(task_rows) > 1 and bool(pick.any()):
+                shift = 1 + torch.randint(len(task_rows) - 1, (1,), generator=gen)
+                src = task_rows.roll(-int(shift))[pick]
+                rows = task_rows[pick]
+                answers = ids[src, q[src] + 1]
+                keep = answers != ids[rows, q[rows] + 1]  # a swap that changes the answer
+                rows, src = rows[keep], src[keep]
+                if len(rows):
+                    swapped.update(rows=rows, at=q[rows], src=src, src_at=q[src])
+                    tgt[rows, q[rows]] = ids[src, q[src] + 1]
+            logits = subject(input_ids=ids).logits[:, :-1]
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(subject.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            ema = loss.item() if step == 0 else 0.95 * ema + 0.05 * loss.item()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{ema:.3f}")
+                log.debug("subject step %d loss %.4f", step, ema)
+    finally:
+        handle.remove()
+        swapped.clear()
     subject.eval()
     log.info("subject trained: %d steps, running loss %.4f", cfg.steps, ema)
     return ema
@@ -231,24 +272,39 @@ def train_ar(
 ) -> float:
     """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean.
 
-    The AR reads the explanation a perfect AV decode gives; where it names the subject's
-    next token, with chance ``next_only`` the token field is dropped (``next : house``),
-    so a description of what comes next alone reconstructs to what such residuals share.
+    The AR reads the explanation a perfect AV decode gives. Each batch is half rows drawn
+    uniformly; the other half rows where the subject is confident, drawn evenly over
+    the next token it predicts (rare predictions, such as the task's answers, are seen
+    as often as common ones), of which a share ``next_only`` of the whole batch is shown
+    with the token field dropped (``next : house``), so that a description of what comes
+    next alone reconstructs to what residuals predicting it share.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     keys = list(zip(data.tokens.tolist(), data.next_tokens.tolist(), strict=True))
     prompt_of = {k: ar_prompt_ids(tokenizer, explanation_for(tokenizer, *k)) for k in set(keys)}
-    for n in {n for _, n in keys if n >= 0}:
+    by_next: dict[int, list[int]] = {}
+    for i, (_, n) in enumerate(keys):
+        if n >= 0:
+            by_next.setdefault(n, []).append(i)
+    classes = sorted(by_next)
+    for n in classes:
         prompt_of[(None, n)] = ar_prompt_ids(tokenizer, explanation_for(tokenizer, None, n))
+    n_uniform = cfg.batch_size // 2
+    n_drop = round(next_only * cfg.batch_size) if classes else 0
     params = [*ar.parameters(), *head.parameters()]
     opt, sched = _optimizer(params, cfg)
     ema = 2.0
     bar = tqdm(range(cfg.steps), desc="AR SFT", leave=False)
     for step in bar:
         idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        drop = (torch.rand(cfg.batch_size, generator=gen) < next_only).tolist()
+        if classes:
+            picks = torch.randint(len(classes), (cfg.batch_size - n_uniform,), generator=gen)
+            draws = torch.rand(len(picks), generator=gen).tolist()
+            for j, (c, u) in enumerate(zip(picks.tolist(), draws, strict=True)):
+                pool = by_next[classes[c]]
+                idx[n_uniform + j] = pool[int(u * len(pool))]
         rows = [keys[i] for i in idx.tolist()]
-        rows = [(None, n) if d and n >= 0 else (t, n) for (t, n), d in zip(rows, drop, strict=True)]
+        rows[cfg.batch_size - n_drop :] = [(None, n) for _, n in rows[cfg.batch_size - n_drop :]]
         pred = reconstruct_ids(ar, head, [prompt_of[k] for k in rows])
         loss = mse_nrm(pred, data.vectors[idx], mse_scale).mean()
         opt.zero_grad(set_to_none=True)
