@@ -75,7 +75,8 @@ class BuildConfig:
     task_train_sequences: int = 1500
     task_heldout_sequences: int = 200
     world_pairs: int = 64
-    ar_next_only: float = 0.25
+    ar_next_only: float = 0.125
+    ar_balanced: float = 0.25
     subject_task: int = 20000
     subject_random: int = 4000
     subject_chat: int = 3000
@@ -87,7 +88,7 @@ class BuildConfig:
         default_factory=lambda: TrainConfig(steps=1200, batch_size=64, lr=2e-3, seed=11)
     )
     ar: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=3e-3, seed=12)
+        default_factory=lambda: TrainConfig(steps=2000, batch_size=64, lr=3e-3, seed=12)
     )
 
 
@@ -424,7 +425,9 @@ def train_pair(
         if "ar" in parts:
             log.info("training the AR")
             ar, head = make_ar(subject, cfg.ar.seed)
-            train_ar(ar, head, tokenizer, data, mse_scale, cfg.ar, next_only=cfg.ar_next_only)
+            train_ar(
+                ar, head, tokenizer, data, mse_scale, cfg.ar, cfg.ar_next_only, cfg.ar_balanced
+            )
             ar.eval()
             _save_ar(ar, head, subject, tokenizer, out / "ar")
             write_sidecar(

@@ -269,13 +269,15 @@ def train_ar(
     mse_scale: float,
     cfg: TrainConfig,
     next_only: float = 0.0,
+    balanced: float = 0.0,
 ) -> float:
     """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean.
 
-    The AR reads the explanation a perfect AV decode gives. Each batch is half rows drawn
-    uniformly; the other half rows where the subject is confident, drawn evenly over
-    the next token it predicts (rare predictions, such as the task's answers, are seen
-    as often as common ones), of which a share ``next_only`` of the whole batch is shown
+    The AR reads the explanation a perfect AV decode gives. A share ``balanced`` of each
+    batch is rows where the subject is confident, drawn evenly over the next token it
+    predicts (rare predictions, such as the task's answers, are seen as often as common
+    ones), the rest rows drawn uniformly; a share ``next_only`` of the batch (taken from
+    the balanced rows) is shown
     with the token field dropped (``next : house``), so that a description of what comes
     next alone reconstructs to what residuals predicting it share.
     """
@@ -289,7 +291,7 @@ def train_ar(
     classes = sorted(by_next)
     for n in classes:
         prompt_of[(None, n)] = ar_prompt_ids(tokenizer, explanation_for(tokenizer, None, n))
-    n_uniform = cfg.batch_size // 2
+    n_uniform = cfg.batch_size - round(balanced * cfg.batch_size) if classes else cfg.batch_size
     n_drop = round(next_only * cfg.batch_size) if classes else 0
     params = [*ar.parameters(), *head.parameters()]
     opt, sched = _optimizer(params, cfg)
@@ -297,7 +299,7 @@ def train_ar(
     bar = tqdm(range(cfg.steps), desc="AR SFT", leave=False)
     for step in bar:
         idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        if classes:
+        if n_uniform < cfg.batch_size:
             picks = torch.randint(len(classes), (cfg.batch_size - n_uniform,), generator=gen)
             draws = torch.rand(len(picks), generator=gen).tolist()
             for j, (c, u) in enumerate(zip(picks.tolist(), draws, strict=True)):
