@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import CheckpointNotFoundError
 
 if TYPE_CHECKING:
-    from .tasks import TaskPair
+    from .recall import TaskPair
 
 __all__ = [
     "DEFAULT_DIR",
@@ -82,12 +82,12 @@ def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
     >>> pair.clean, pair.clean_answer  # doctest: +SKIP
     ('the duck is in his mountain . the tiger is in his house . the tiger is in the', 'house')
 
-    Each :class:`~nla_lens.toy.tasks.TaskPair` holds both texts (same length in
+    Each :class:`~nla_lens.toy.recall.TaskPair` holds both texts (same length in
     tokens), both answer tokens (string and id) and ``position``, the index
     (``<bos>`` = 0) of the token that differs: the place the answer is moved from.
     Drawn deterministically (``seed`` defaults to a held-out one).
     """
-    from .tasks import TASK_SEED, make_pairs
+    from .recall import TASK_SEED, make_pairs
     from .tokenizer import build_tokenizer
 
     return make_pairs(build_tokenizer(), n, TASK_SEED if seed is None else seed)
@@ -95,7 +95,7 @@ def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
 
 def __getattr__(name: str) -> object:
     if name == "TaskPair":  # lazily: importing nla_lens.toy stays free of torch
-        from .tasks import TaskPair
+        from .recall import TaskPair
 
         return TaskPair
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

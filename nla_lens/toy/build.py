@@ -44,7 +44,7 @@ from .subject import (
     subject_corpus,
     task_sequence_ids,
 )
-from .tasks import DETERMINERS, PLACES, make_pairs
+from .recall import DETERMINERS, PLACES, make_pairs
 from .tokenizer import build_tokenizer, content_token_ids
 from .train import (
     TrainConfig,

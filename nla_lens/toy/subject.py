@@ -306,7 +306,7 @@ def sequence_residuals(
 
 def task_sequence_ids(tokenizer: PreTrainedTokenizerFast, generator: torch.Generator) -> list[int]:
     """One training sequence of the toy task: ``<bos>``, a prompt, its answer and ``.``."""
-    from .tasks import task_prompt
+    from .recall import task_prompt
 
     prompt = task_prompt(generator)
     words = [*prompt.words, prompt.answer, "."]

@@ -19,7 +19,7 @@ from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
 from .recipe import AVPrompt, extract_explanation, greedy_explain, parse_explanation, reconstruct
 from .subject import EXTRACTION_LAYER
-from .tasks import PATCH_LAYER, TaskPair
+from .recall import PATCH_LAYER, TaskPair
 
 __all__ = ["WorldFigures", "block_edit", "measure_world"]
 
