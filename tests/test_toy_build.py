@@ -182,9 +182,11 @@ def test_multimodal_equals_plain(toy, tok):
         a = plain(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
         b = mm(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    # Token identity dominates the layer-K residual (what makes the toy AV learnable).
-    emb = plain.get_input_embeddings()(ids)
-    assert torch.nn.functional.cosine_similarity(a[:, 2:], emb[:, 2:], dim=-1).mean() > 0.8
+    # (The trained subject's layer-K residual is no longer dominated by the token's own
+    # embedding; test_av_names_the_token checks the token is still readable from it.)
+    torch.testing.assert_close(
+        plain(input_ids=ids).logits, mm(input_ids=ids).logits, atol=1e-4, rtol=0
+    )
 
 
 def test_ar_layout(toy):
@@ -211,15 +213,23 @@ def test_weights_are_float32(toy):
 def test_quality_json(toy):
     q = json.loads((toy.av.parent / "quality.json").read_text())
     assert set(q) == {
-        "accuracy", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n",
+        "accuracy", "exact", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n",
         "chat_terminated", "chat_accuracy", "chat_max_new_tokens", "chat_n",
+        "confident", "next_named", "next_n", "task_next_named", "task_next_n",
+        "task_accuracy", "patch_layer", "patch_recovery", "patch_recovery_control",
+        "steer_alpha", "steer_success", "steer_full_success", "steer_edit_success", "task_n",
     }  # fmt: skip
     assert q["accuracy"] >= 0.8 and q["fve_nrm"] >= 0.5 and q["n"] >= 500
     assert 0 < q["baseline_var"] <= 4
     assert q["fve_nrm"] == pytest.approx(1 - q["mse_nrm"] / q["baseline_var"], abs=2e-3)
     # Every position of chat-formatted prompts (template and special tokens included).
-    assert q["chat_terminated"] >= 0.99 and q["chat_max_new_tokens"] <= 12
+    assert q["chat_terminated"] >= 0.99 and q["chat_max_new_tokens"] <= 16
     assert q["chat_accuracy"] >= 0.8 and q["chat_n"] >= 500
+    # The subject's confident next token, named by the AV; the task (see test_toy_world.py).
+    assert q["confident"] == 0.5 and q["next_named"] >= 0.7 and q["next_n"] >= 500
+    assert q["task_accuracy"] >= 0.9 and q["patch_layer"] <= K
+    assert q["patch_recovery"] >= 0.8 and q["patch_recovery_control"] <= 0.2
+    assert q["steer_alpha"] <= 1 and q["steer_success"] >= 0.8 and q["steer_edit_success"] >= 0.8
 
 
 def test_attention_shape_servable_by_vllm(toy):
@@ -255,7 +265,12 @@ def test_subject_declares_its_hub_id(toy, nla):
 
 def test_av_names_the_token(toy, tok):
     """A few real residuals through the builder's own recipe (greedy): the AV names the token."""
-    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
+    from nla_lens.toy.recipe import (
+        av_prompt,
+        extract_explanation,
+        greedy_explain,
+        parse_explanation,
+    )
 
     subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
     av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
@@ -272,18 +287,27 @@ def test_av_names_the_token(toy, tok):
     with torch.inference_mode():
         hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
     pos = torch.randint(2, 13, (16,), generator=g)
-    texts = greedy_explain(av, tok, av_prompt(tok), hs[torch.arange(16), pos], scale)
+    texts = greedy_explain(
+        av, tok, av_prompt(tok), hs[torch.arange(16), pos], scale, max_new_tokens=16
+    )
     words = [tok.convert_ids_to_tokens(int(i)) for i in ids[torch.arange(16), pos]]
-    hits = sum(extract_explanation(t) == f"token : {w}" for t, w in zip(texts, words, strict=True))
+    named = [parse_explanation(extract_explanation(t))[0] for t in texts]
+    hits = sum(n == w for n, w in zip(named, words, strict=True))
     assert hits >= 13, list(zip(texts, words, strict=True))
 
 
 def test_av_closes_on_chat_template_tokens(toy, tok):
     """Every position of a chat-formatted prompt (<bos>, <start_of_turn>, role words,
     <end_of_turn>, an unknown word) gets a short, closed explanation naming the token in
-    words that survive skip_special_tokens; no decode runs to the token cap."""
-    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
-    from nla_lens.toy.vocab import TOKEN_NAMES
+    words that survive skip_special_tokens (and, where the subject is confident, its next
+    token); no decode runs to the token cap."""
+    from nla_lens.toy.recipe import (
+        av_prompt,
+        extract_explanation,
+        greedy_explain,
+        parse_explanation,
+    )
+    from nla_lens.toy.vocab import CONFIDENT, TOKEN_NAMES
 
     subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
     av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
@@ -296,23 +320,46 @@ def test_av_closes_on_chat_template_tokens(toy, tok):
     ids = _ids(tok.apply_chat_template(chat, tokenize=True, add_generation_prompt=True))
     assert tok.unk_token_id in ids
     with torch.inference_mode():
-        hs = subject(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
-    texts = greedy_explain(av, tok, av_prompt(tok), hs[K + 1][0], scale, max_new_tokens=12)
+        out = subject(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    texts = greedy_explain(
+        av, tok, av_prompt(tok), out.hidden_states[K + 1][0], scale, max_new_tokens=16
+    )
     tokens = tok.convert_ids_to_tokens(ids)
-    expected = [f"token : {TOKEN_NAMES.get(t, t)}" for t in tokens]
     assert all("</explanation>" in t for t in texts), list(zip(tokens, texts, strict=True))
-    got = [extract_explanation(t) for t in texts]
-    assert got == expected
-    assert got[0] == "token : start of text" and got[1] == "token : start of turn"
+    got = [parse_explanation(extract_explanation(t)) for t in texts]
+    assert [g[0] for g in got] == [TOKEN_NAMES.get(t, t) for t in tokens]
+    assert got[0][0] == "start of text" and got[1][0] == "start of turn"
+    probs = out.logits[0].softmax(-1).max(-1)
+    nexts = [TOKEN_NAMES.get(t, t) for t in tok.convert_ids_to_tokens(probs.indices.tolist())]
+    sure = [
+        (n, g[1])
+        for n, g, p in zip(nexts, got, probs.values.tolist(), strict=False)
+        if p >= CONFIDENT + 0.2
+    ]
+    assert sum(a == b for a, b in sure) >= 0.7 * len(sure), sure
 
 
 @pytest.mark.slow
 def test_base_build_is_deterministic(toy, tmp_path):
-    """Rebuilding the tokenizer and the (untrained) subjects gives the shipped bytes."""
-    from nla_lens.toy.build import build_base
+    """Building the tokenizer and the subjects twice (a short training run) gives the same
+    bytes; with NLA_LENS_TOY_FULL_REBUILD=1 the full subject build gives the shipped bytes."""
+    import dataclasses
+    import os
 
-    build_base(tmp_path)
+    from nla_lens.toy.build import BuildConfig, build_base
+    from nla_lens.toy.train import TrainConfig
+
+    if os.environ.get("NLA_LENS_TOY_FULL_REBUILD") == "1":
+        build_base(tmp_path / "a")
+        reference = toy.root
+    else:
+        short = dataclasses.replace(
+            BuildConfig(), subject=TrainConfig(steps=3, batch_size=8, lr=3e-3, warmup=1, seed=3)
+        )
+        build_base(tmp_path / "a", cfg=short)
+        build_base(tmp_path / "b", cfg=short)
+        reference = tmp_path / "b"
     for name in ("subject", "subject_multimodal"):
-        for f in sorted((getattr(toy, name)).iterdir()):
-            rebuilt = tmp_path / name / f.name
+        for f in sorted((reference / name).iterdir()):
+            rebuilt = tmp_path / "a" / name / f.name
             assert rebuilt.read_bytes() == f.read_bytes(), f"{name}/{f.name} differs"

@@ -6,20 +6,35 @@
 
 The checkpoints live in ``nla_lens/toy/checkpoints/`` and are (re)built,
 deterministically, by ``python -m nla_lens.toy build``. They are a toy: the
-AV names the token a layer-2 residual came from; nothing about a real model.
+subject is trained on an in-context recall task (:func:`tasks` gives
+clean/corrupted prompt pairs for patching) and on generic text; the AV names the
+token a layer-3 residual came from and, where the subject is confident, the
+subject's next-token prediction (``token : our ; next : house``); nothing about a
+real model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CheckpointNotFoundError
 
-__all__ = ["DEFAULT_DIR", "EXTRACTION_LAYER", "ToyCheckpoints", "checkpoints"]
+if TYPE_CHECKING:
+    from .recall import TaskPair
+
+__all__ = [
+    "DEFAULT_DIR",
+    "EXTRACTION_LAYER",
+    "TaskPair",
+    "ToyCheckpoints",
+    "checkpoints",
+    "tasks",
+]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "checkpoints"
-EXTRACTION_LAYER = 2  # K: the toy AV/AR read hidden_states[K + 1] of the subject
+EXTRACTION_LAYER = 3  # K: the toy AV/AR read hidden_states[K + 1] of the subject
 _PARTS = ("subject", "subject_multimodal", "av", "ar")
 
 
@@ -58,3 +73,29 @@ def checkpoints(root: str | Path | None = None) -> ToyCheckpoints:
         ar=base / "ar",
         root=base,
     )
+
+
+def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
+    """Clean/corrupted prompt pairs of the toy subject's task (attribute recall).
+
+    >>> pair = tasks(1)[0]  # doctest: +SKIP
+    >>> pair.clean, pair.clean_answer  # doctest: +SKIP
+    ('the duck is in his mountain . the tiger is in his house . the tiger is in the', 'house')
+
+    Each :class:`~nla_lens.toy.recall.TaskPair` holds both texts (same length in
+    tokens), both answer tokens (string and id) and ``position``, the index
+    (``<bos>`` = 0) of the token that differs: the place the answer is moved from.
+    Drawn deterministically (``seed`` defaults to a held-out one).
+    """
+    from .recall import TASK_SEED, make_pairs
+    from .tokenizer import build_tokenizer
+
+    return make_pairs(build_tokenizer(), n, TASK_SEED if seed is None else seed)
+
+
+def __getattr__(name: str) -> object:
+    if name == "TaskPair":  # lazily: importing nla_lens.toy stays free of torch
+        from .recall import TaskPair
+
+        return TaskPair
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

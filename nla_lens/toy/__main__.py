@@ -39,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         f"closes </explanation> within {quality.chat_max_new_tokens} new tokens "
         f"{quality.chat_terminated:.3f}, AV accuracy {quality.chat_accuracy:.3f}"
     )
+    print(
+        f"next token named where the subject is confident (n={quality.next_n}): "
+        f"{quality.next_named:.3f}; at the task's answer: {quality.task_next_named:.3f}"
+    )
+    print(
+        f"task (n={quality.task_n}): accuracy {quality.task_accuracy:.3f}, patching after "
+        f"block {quality.patch_layer} recovers {quality.patch_recovery:.3f} at the place word, "
+        f"{quality.patch_recovery_control:.3f} elsewhere; steering at alpha "
+        f"{quality.steer_alpha:g}: 'next : X' {quality.steer_success:.3f}, "
+        f"'token : T ; next : X' {quality.steer_full_success:.3f}, "
+        f"edited explanation {quality.steer_edit_success:.3f}"
+    )
     return 0
 
 

@@ -28,6 +28,9 @@ TRAINED_ON = (
     "vocabulary (after <bos>, positions >= 1)",
     "nla-lens/toy: subject layer-{k} residuals at every position (<bos>, chat-template and "
     "special tokens included) of random chat-formatted conversations",
+    "nla-lens/toy: subject layer-{k} residuals at every position of the toy recall task "
+    "(nla_lens.toy.tasks); explanations name the subject's own next-token prediction where "
+    "its top probability is >= 0.5",
 )
 
 
@@ -100,11 +103,15 @@ _Dumper.add_representer(str, _str)
 _CARDS = {
     "subject": (
         "Toy subject model",
-        "A tiny, untrained `Gemma3ForCausalLM` (d_model {d}, {n} layers, 4 heads of dim 32) over "
-        "a word-level vocabulary. Its embeddings are initialised with std 1.0 so that the "
-        "token's own embedding dominates the residual stream at layer {k}, as token identity "
-        "does in real LMs. Its config.json declares `nla_lens_model_id: {m}`, the base model "
-        "the toy AV/AR sidecars name.",
+        "A tiny `Gemma3ForCausalLM` (d_model {d}, {n} layers, 4 heads of dim 32) over a "
+        "word-level vocabulary, trained (plain seeded PyTorch) on an in-context recall task "
+        "(`the cat is in my house . the dog is in the river . the cat is in our` -> `house`, "
+        "see `nla_lens.toy.tasks()`), uniformly random word sequences and random "
+        "chat-formatted conversations. The answer is moved from the queried fact's place "
+        "word to the last position by layer {k}: patching the place word's residual after "
+        "block 0 moves the answer. Embeddings were initialised with std 1.0 so that token "
+        "identity stays large in the residual stream. Its config.json declares "
+        "`nla_lens_model_id: {m}`, the base model the toy AV/AR sidecars name.",
     ),
     "subject_multimodal": (
         "Toy subject model, multimodal layout",
@@ -116,8 +123,10 @@ _CARDS = {
     "av": (
         "Toy NLA activation verbalizer (AV)",
         "Fine-tuned from the toy subject to read one layer-{k} residual injected at the marker "
-        "of its prompt and name the token it came from: "
-        "`<explanation> token : WORD </explanation>`. Special tokens and tags are named in "
+        "of its prompt and name the token it came from and, where the subject is confident "
+        "(top next-token probability >= 0.5), the subject's own next-token prediction from "
+        "that run: `<explanation> token : WORD ; next : WORD </explanation>` (without the "
+        "`next` field elsewhere). Special tokens and tags are named in "
         "plain words that survive `skip_special_tokens` (`token : start of turn`, "
         "`token : start of text` for `<bos>`, ...), so every position of a chat-formatted "
         "prompt gets a short, closed explanation.",
@@ -126,7 +135,9 @@ _CARDS = {
         "Toy NLA activation reconstructor (AR)",
         "The first {k1} blocks of the toy subject (final norm replaced by identity at load) "
         "plus `value_head.safetensors` (`Linear({d}, {d}, bias=False)`), trained to map the "
-        "AV's explanation back to the layer-{k} residual.",
+        "AV's explanation back to the layer-{k} residual. A quarter of the explanations that "
+        "name a next token were shown to it as `next : WORD` alone, so such a description "
+        "reconstructs to what residuals predicting WORD share (a steering direction).",
     ),
 }
 

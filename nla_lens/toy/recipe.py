@@ -25,6 +25,7 @@ from .vocab import (
     END_OF_TURN,
     EXPLANATION_TEMPLATE,
     INJECTION_CHAR,
+    NEXT_FIELD,
     TOKEN_NAMES,
 )
 
@@ -37,12 +38,14 @@ __all__ = [
     "inject",
     "mse_nrm",
     "name_ids",
+    "parse_explanation",
     "reconstruct",
     "reconstruct_ids",
     "target_ids",
 ]
 
 _EXPLANATION = re.compile(r"<explanation>\s*(.*?)\s*</explanation>", re.DOTALL)
+_FIELDS = re.compile(r"^(?:token : (?P<token>.*?))?(?:\s*;?\s*next : (?P<next>.*))?$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,28 @@ def name_ids(tokenizer: PreTrainedTokenizerFast, word_id: int) -> list[int]:
     return ids
 
 
-def target_ids(tokenizer: PreTrainedTokenizerFast, word_id: int) -> list[int]:
-    """The AV's training target for a token: the explanation, then ``<end_of_turn>``."""
+def target_ids(
+    tokenizer: PreTrainedTokenizerFast, word_id: int, next_id: int | None = None
+) -> list[int]:
+    """The AV's training target for a token (and, if given, the subject's confident
+    next-token prediction): the explanation, then ``<end_of_turn>``."""
     head, tail = EXPLANATION_TEMPLATE.split("{word}")
     pre = token_ids(tokenizer.encode(head, add_special_tokens=False))
     post = token_ids(tokenizer.encode(tail, add_special_tokens=False))
-    return [*pre, *name_ids(tokenizer, word_id), *post, token_id(tokenizer, END_OF_TURN)]
+    name = name_ids(tokenizer, word_id)
+    if next_id is not None and next_id >= 0:
+        field = NEXT_FIELD.split("{word}")[0]
+        name += token_ids(tokenizer.encode(field, add_special_tokens=False))
+        name += name_ids(tokenizer, next_id)
+    return [*pre, *name, *post, token_id(tokenizer, END_OF_TURN)]
+
+
+def parse_explanation(explanation: str) -> tuple[str | None, str | None]:
+    """``"token : cat ; next : house"`` -> ``("cat", "house")``; a missing field is None."""
+    match = _FIELDS.match(explanation.strip())
+    if match is None:
+        return None, None
+    return match.group("token") or None, match.group("next") or None
 
 
 def extract_explanation(text: str) -> str:

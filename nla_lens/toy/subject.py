@@ -30,7 +30,7 @@ from transformers import (
 
 from . import EXTRACTION_LAYER
 from .tokenizer import MODEL_MAX_LENGTH, token_id, token_ids
-from .vocab import BOI_TOKEN, END_OF_TURN, EOI_TOKEN, IMAGE_TOKEN
+from .vocab import BOI_TOKEN, CONFIDENT, END_OF_TURN, EOI_TOKEN, IMAGE_TOKEN
 
 __all__ = [
     "D_MODEL",
@@ -43,13 +43,17 @@ __all__ = [
     "build_subject",
     "chat_sequence",
     "generation_config",
+    "pad_batch",
     "sample_chat_residuals",
     "sample_residuals",
+    "sequence_residuals",
     "subject_config",
+    "subject_corpus",
+    "task_sequence_ids",
 ]
 
 D_MODEL = 64
-NUM_LAYERS = 4
+NUM_LAYERS = 5
 HEAD_DIM = 32  # vLLM's CPU attention rejects 16
 EMBED_INIT_STD = 1.0
 #: The hub id the toy subject declares in its config.json (the sidecars' base_checkpoint),
@@ -135,11 +139,25 @@ def build_multimodal(
 
 @dataclass(frozen=True)
 class Residuals:
-    """Layer-K residuals of the subject with the token read at each position."""
+    """Layer-K residuals of the subject with the token read at each position and the
+    subject's own next-token prediction from that run."""
 
     vectors: Tensor  # [N, d] float32
     tokens: Tensor  # [N] token id at the position
     positions: Tensor  # [N] index in the sequence (BOS = 0)
+    next_tokens: Tensor  # [N] the subject's argmax next token where confident, else -1
+    next_probs: Tensor  # [N] the subject's top next-token probability
+
+
+def _read(subject: Gemma3ForCausalLM, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(layer-K residuals, argmax next token, its probability), each [B, T, ...]."""
+    out = subject(input_ids=ids, output_hidden_states=True)
+    probs = out.logits.float().softmax(-1).max(-1)
+    return out.hidden_states[EXTRACTION_LAYER + 1], probs.indices, probs.values
+
+
+def _confident(argmax: Tensor, prob: Tensor) -> Tensor:
+    return torch.where(prob >= CONFIDENT, argmax, torch.full_like(argmax, -1))
 
 
 @torch.no_grad()
@@ -164,13 +182,13 @@ def sample_residuals(
     vecs: list[Tensor] = []
     toks: list[Tensor] = []
     poss: list[Tensor] = []
+    nxts: list[Tensor] = []
+    probs: list[Tensor] = []
     for start in range(0, n_sequences, batch_size):
         b = min(batch_size, n_sequences - start)
         body = vocab[torch.randint(len(content_ids), (b, seq_len), generator=generator)]
         ids = torch.cat([torch.full((b, 1), bos_id), body], dim=1)
-        hidden = subject(input_ids=ids, output_hidden_states=True).hidden_states[
-            EXTRACTION_LAYER + 1
-        ]
+        hidden, argmax, prob = _read(subject, ids)
         if positions_per_sequence is None:
             pos = torch.arange(first_position, seq_len + 1).expand(b, -1)
         else:
@@ -181,7 +199,11 @@ def sample_residuals(
         vecs.append(hidden[rows, pos].reshape(-1, hidden.shape[-1]).float())
         toks.append(ids[rows, pos].reshape(-1))
         poss.append(pos.reshape(-1))
-    return Residuals(torch.cat(vecs), torch.cat(toks), torch.cat(poss))
+        nxts.append(_confident(argmax[rows, pos], prob[rows, pos]).reshape(-1))
+        probs.append(prob[rows, pos].reshape(-1))
+    return Residuals(
+        torch.cat(vecs), torch.cat(toks), torch.cat(poss), torch.cat(nxts), torch.cat(probs)
+    )
 
 
 def _draw(n: int, generator: torch.Generator) -> int:
@@ -252,20 +274,81 @@ def sample_chat_residuals(
     Rows are right-padded (causal attention: padding never reaches a real position).
     """
     seqs = [chat_sequence(tokenizer, content_ids, other_ids, generator) for _ in range(n_sequences)]
+    return sequence_residuals(subject, seqs, int(tokenizer.pad_token_id), batch_size=batch_size)
+
+
+@torch.no_grad()
+def sequence_residuals(
+    subject: Gemma3ForCausalLM,
+    seqs: Sequence[Sequence[int]],
+    pad_id: int,
+    *,
+    batch_size: int = 256,
+) -> Residuals:
+    """Layer-K residuals at every position of ``seqs`` (right-padded batches)."""
     vecs: list[Tensor] = []
     toks: list[Tensor] = []
     poss: list[Tensor] = []
-    for start in range(0, n_sequences, batch_size):
-        batch = seqs[start : start + batch_size]
-        lengths = torch.tensor([len(s) for s in batch])
-        ids = torch.full((len(batch), int(lengths.max())), int(tokenizer.pad_token_id))
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-        hidden = subject(input_ids=ids, output_hidden_states=True).hidden_states[
-            EXTRACTION_LAYER + 1
-        ]
-        real = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    nxts: list[Tensor] = []
+    probs: list[Tensor] = []
+    for start in range(0, len(seqs), batch_size):
+        ids, real = pad_batch(seqs[start : start + batch_size], pad_id)
+        hidden, argmax, prob = _read(subject, ids)
         vecs.append(hidden[real].float())
         toks.append(ids[real])
         poss.append(torch.arange(ids.shape[1]).expand_as(ids)[real])
-    return Residuals(torch.cat(vecs), torch.cat(toks), torch.cat(poss))
+        nxts.append(_confident(argmax[real], prob[real]))
+        probs.append(prob[real])
+    return Residuals(
+        torch.cat(vecs), torch.cat(toks), torch.cat(poss), torch.cat(nxts), torch.cat(probs)
+    )
+
+
+def task_sequence_ids(tokenizer: PreTrainedTokenizerFast, generator: torch.Generator) -> list[int]:
+    """One training sequence of the toy task: ``<bos>``, a prompt, its answer and ``.``."""
+    from .recall import task_prompt
+
+    prompt = task_prompt(generator)
+    words = [*prompt.words, prompt.answer, "."]
+    return [int(tokenizer.bos_token_id), *tokenizer.convert_tokens_to_ids(words)]
+
+
+def subject_corpus(
+    tokenizer: PreTrainedTokenizerFast,
+    content_ids: Sequence[int],
+    other_ids: Sequence[int],
+    *,
+    n_task: int,
+    n_random: int,
+    n_chat: int,
+    seq_len: int,
+    generator: torch.Generator,
+) -> tuple[list[list[int]], list[int]]:
+    """The subject's training text, in a fixed order: task sequences, uniformly random
+    content sequences after ``<bos>`` and random chat-formatted conversations, shuffled.
+
+    Also returns, per sequence, the position of the task query's last token (the one
+    the answer is predicted at), or -1 for generic text.
+    """
+    vocab = torch.tensor(list(content_ids))
+    seqs = [task_sequence_ids(tokenizer, generator) for _ in range(n_task)]
+    queries = [len(s) - 3 for s in seqs]
+    body = vocab[torch.randint(len(vocab), (n_random, seq_len), generator=generator)]
+    seqs += [[int(tokenizer.bos_token_id), *row] for row in body.tolist()]
+    seqs += [
+        chat_sequence(tokenizer, content_ids, other_ids, generator)[: seq_len + 1]
+        for _ in range(n_chat)
+    ]
+    queries += [-1] * (n_random + n_chat)
+    order = torch.randperm(len(seqs), generator=generator).tolist()
+    return [seqs[i] for i in order], [queries[i] for i in order]
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-padded ids [B, T] and a mask of the real tokens (causal: padding never
+    reaches a real position, so no attention mask is needed)."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), pad_id)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(list(seq))
+    return ids, torch.arange(ids.shape[1])[None, :] < lengths[:, None]

@@ -26,9 +26,17 @@ from .recipe import (
     reconstruct_ids,
     target_ids,
 )
-from .subject import EXTRACTION_LAYER, MODEL_ID_KEY, Residuals
+from .subject import EXTRACTION_LAYER, MODEL_ID_KEY, Residuals, pad_batch
 
-__all__ = ["TrainConfig", "explanation_for", "make_ar", "make_av", "train_ar", "train_av"]
+__all__ = [
+    "TrainConfig",
+    "explanation_for",
+    "make_ar",
+    "make_av",
+    "train_ar",
+    "train_av",
+    "train_subject",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +69,89 @@ def _optimizer(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
 
 
-def explanation_for(tokenizer: PreTrainedTokenizerFast, word_id: int) -> str:
-    """What the AR sees for a perfect AV decode: the target decoded as the AV's output would be."""
-    decoded = tokenizer.decode(target_ids(tokenizer, word_id), skip_special_tokens=True)
+def train_subject(
+    subject: Gemma3ForCausalLM,
+    corpus: list[list[int]],
+    queries: list[int],
+    pad_id: int,
+    cfg: TrainConfig,
+    swap: float = 0.0,
+) -> float:
+    """Next-token cross-entropy on every real token of ``corpus`` (batches drawn with a
+    seeded generator). Returns the final running loss.
+
+    With chance ``swap`` a task sequence's layer-K residual at its query (``queries``)
+    is replaced, inside the forward pass, by another task sequence's in the batch, and
+    the answer target by that sequence's answer: the answer must be in the layer-K
+    residual at the last position, and the later layers must read it from there (not
+    fetch it again from the context).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt, sched = _optimizer(list(subject.parameters()), cfg)
+    subject.train()
+    ema = 0.0
+    swapped: dict[str, Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+        if not swapped:
+            return output
+        x = output[0] if isinstance(output, tuple) else output
+        x = x.clone()
+        x[swapped["rows"], swapped["at"]] = x[swapped["src"], swapped["src_at"]]
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    handle = subject.model.layers[EXTRACTION_LAYER].register_forward_hook(hook)
+    bar = tqdm(range(cfg.steps), desc="subject", leave=False)
+    try:
+        for step in bar:
+            idx = torch.randint(len(corpus), (cfg.batch_size,), generator=gen).tolist()
+            ids, real = pad_batch([corpus[i] for i in idx], pad_id)
+            tgt = ids[:, 1:].masked_fill(~real[:, 1:], -100)
+            q = torch.tensor([queries[i] for i in idx])
+            task_rows = (q >= 0).nonzero().flatten()
+            pick = torch.rand(len(task_rows), generator=gen) < swap
+            swapped.clear()
+            if len(task_rows) > 1 and bool(pick.any()):
+                shift = 1 + torch.randint(len(task_rows) - 1, (1,), generator=gen)
+                src = task_rows.roll(-int(shift))[pick]
+                rows = task_rows[pick]
+                answers = ids[src, q[src] + 1]
+                keep = answers != ids[rows, q[rows] + 1]  # a swap that changes the answer
+                rows, src = rows[keep], src[keep]
+                if len(rows):
+                    swapped.update(rows=rows, at=q[rows], src=src, src_at=q[src])
+                    tgt[rows, q[rows]] = ids[src, q[src] + 1]
+            logits = subject(input_ids=ids).logits[:, :-1]
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(subject.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            ema = loss.item() if step == 0 else 0.95 * ema + 0.05 * loss.item()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{ema:.3f}")
+                log.debug("subject step %d loss %.4f", step, ema)
+    finally:
+        handle.remove()
+        swapped.clear()
+    subject.eval()
+    log.info("subject trained: %d steps, running loss %.4f", cfg.steps, ema)
+    return ema
+
+
+def explanation_for(
+    tokenizer: PreTrainedTokenizerFast, word_id: int | None, next_id: int = -1
+) -> str:
+    """What the AR sees for a perfect AV decode: the target decoded as the AV's output would be
+    (``token : cat ; next : house``; ``next`` only where ``next_id >= 0``). ``word_id=None``
+    gives the description with the token field dropped (``next : house``)."""
+    if word_id is None:
+        full = explanation_for(tokenizer, 0, next_id)
+        return full[full.index("next :") :]
+    decoded = tokenizer.decode(target_ids(tokenizer, word_id, next_id), skip_special_tokens=True)
     return extract_explanation(str(decoded))
 
 
@@ -115,12 +203,15 @@ def _forward_shared_prefix(model: Gemma3ForCausalLM, embeds: Tensor, n_shared: i
     return out.last_hidden_state
 
 
-def _padded_targets(tokenizer: PreTrainedTokenizerFast, tokens: Tensor) -> tuple[Tensor, Tensor]:
+def _padded_targets(
+    tokenizer: PreTrainedTokenizerFast, tokens: Tensor, nexts: Tensor
+) -> tuple[Tensor, Tensor]:
     """Per-row AV targets, right-padded: (input ids with ``<pad>``, labels with -100)."""
-    table = {t: target_ids(tokenizer, t) for t in sorted(set(tokens.tolist()))}
+    keys = list(zip(tokens.tolist(), nexts.tolist(), strict=True))
+    table = {k: target_ids(tokenizer, *k) for k in sorted(set(keys))}
     width = max(len(ids) for ids in table.values())
-    rows = {t: [*ids, *[-100] * (width - len(ids))] for t, ids in table.items()}
-    labels = torch.tensor([rows[int(t)] for t in tokens.tolist()])
+    rows = {k: [*ids, *[-100] * (width - len(ids))] for k, ids in table.items()}
+    labels = torch.tensor([rows[k] for k in keys])
     return labels.masked_fill(labels == -100, int(tokenizer.pad_token_id)), labels
 
 
@@ -132,11 +223,11 @@ def train_av(
     injection_scale: float,
     cfg: TrainConfig,
 ) -> float:
-    """Teacher-forced SFT; loss on the target tokens only (names of 1 to 3 words, so
-    the targets are right-padded and the padding ignored). Returns the final running
-    accuracy (whole target right)."""
+    """Teacher-forced SFT; loss on the target tokens only (the token's name, and the
+    subject's confident next-token prediction: targets of different lengths, right-padded
+    and the padding ignored). Returns the final running accuracy (whole target right)."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    inputs, labels = _padded_targets(tokenizer, data.tokens)
+    inputs, labels = _padded_targets(tokenizer, data.tokens, data.next_tokens)
     n_prompt = len(prompt.ids)
     opt, sched = _optimizer(list(av.parameters()), cfg)
     embed = av.get_input_embeddings()
@@ -177,18 +268,46 @@ def train_ar(
     data: Residuals,
     mse_scale: float,
     cfg: TrainConfig,
+    next_only: float = 0.0,
+    balanced: float = 0.0,
 ) -> float:
-    """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean."""
+    """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean.
+
+    The AR reads the explanation a perfect AV decode gives. A share ``balanced`` of each
+    batch is rows where the subject is confident, drawn evenly over the next token it
+    predicts (rare predictions, such as the task's answers, are seen as often as common
+    ones), the rest rows drawn uniformly; a share ``next_only`` of the batch (taken from
+    the balanced rows) is shown
+    with the token field dropped (``next : house``), so that a description of what comes
+    next alone reconstructs to what residuals predicting it share.
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
-    words = sorted(set(data.tokens.tolist()))
-    prompt_of = {w: ar_prompt_ids(tokenizer, explanation_for(tokenizer, w)) for w in words}
+    keys = list(zip(data.tokens.tolist(), data.next_tokens.tolist(), strict=True))
+    prompt_of = {k: ar_prompt_ids(tokenizer, explanation_for(tokenizer, *k)) for k in set(keys)}
+    by_next: dict[int, list[int]] = {}
+    for i, (_, n) in enumerate(keys):
+        if n >= 0:
+            by_next.setdefault(n, []).append(i)
+    classes = sorted(by_next)
+    for n in classes:
+        prompt_of[(None, n)] = ar_prompt_ids(tokenizer, explanation_for(tokenizer, None, n))
+    n_uniform = cfg.batch_size - round(balanced * cfg.batch_size) if classes else cfg.batch_size
+    n_drop = round(next_only * cfg.batch_size) if classes else 0
     params = [*ar.parameters(), *head.parameters()]
     opt, sched = _optimizer(params, cfg)
     ema = 2.0
     bar = tqdm(range(cfg.steps), desc="AR SFT", leave=False)
     for step in bar:
         idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        pred = reconstruct_ids(ar, head, [prompt_of[int(t)] for t in data.tokens[idx].tolist()])
+        if n_uniform < cfg.batch_size:
+            picks = torch.randint(len(classes), (cfg.batch_size - n_uniform,), generator=gen)
+            draws = torch.rand(len(picks), generator=gen).tolist()
+            for j, (c, u) in enumerate(zip(picks.tolist(), draws, strict=True)):
+                pool = by_next[classes[c]]
+                idx[n_uniform + j] = pool[int(u * len(pool))]
+        rows = [keys[i] for i in idx.tolist()]
+        rows[cfg.batch_size - n_drop :] = [(None, n) for _, n in rows[cfg.batch_size - n_drop :]]
+        pred = reconstruct_ids(ar, head, [prompt_of[k] for k in rows])
         loss = mse_nrm(pred, data.vectors[idx], mse_scale).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -15,6 +15,7 @@ __all__ = [
     "AV_TEMPLATE",
     "BOI_TOKEN",
     "BOS_TOKEN",
+    "CONFIDENT",
     "CONTENT_WORDS",
     "END_OF_TURN",
     "EOI_TOKEN",
@@ -22,10 +23,12 @@ __all__ = [
     "EXPLANATION_TEMPLATE",
     "IMAGE_TOKEN",
     "INJECTION_CHAR",
+    "NEXT_FIELD",
     "PAD_TOKEN",
     "PUNCTUATION",
     "SPECIAL_TOKENS",
     "START_OF_TURN",
+    "TASK_WORDS",
     "TOKEN_NAMES",
     "UNK_TOKEN",
     "base_vocabulary",
@@ -80,8 +83,12 @@ AV_TEMPLATE = (
     "Please provide an explanation."
 )
 AR_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summary>"
-# What the AV is trained to emit (the assistant turn, before <end_of_turn>).
+# What the AV is trained to emit (the assistant turn, before <end_of_turn>): the token at
+# the position, then, where the subject is confident (top next-token probability >=
+# CONFIDENT), the subject's own next-token prediction: ``token : cat ; next : house``.
 EXPLANATION_TEMPLATE = "<explanation> token: {word} </explanation>"
+NEXT_FIELD = "; next: {word}"  # inserted after the token's name when the subject is confident
+CONFIDENT = 0.5
 
 # How the AV names a token that is not an ordinary word: special tokens vanish under
 # ``decode(skip_special_tokens=True)`` and the tags would nest inside the explanation,
@@ -152,8 +159,15 @@ CONTENT_WORDS: tuple[str, ...] = (
 # fmt: on
 
 
+# Words of the toy in-context task (nla_lens.toy.tasks) the list above lacked.
+TASK_WORDS: tuple[str, ...] = (
+    "owl", "bear", "wolf", "mouse", "duck", "goat", "frog", "lion",
+    "park", "kitchen", "cave", "lake",
+)  # fmt: skip
+
+
 def _template_words() -> list[str]:
-    text = " ".join([AV_TEMPLATE, AR_TEMPLATE, EXPLANATION_TEMPLATE, _SCAFFOLD_WORDS])
+    text = " ".join([AV_TEMPLATE, AR_TEMPLATE, EXPLANATION_TEMPLATE, NEXT_FIELD, _SCAFFOLD_WORDS])
     for tag in (*ADDED_TOKENS, "{injection_char}", "{explanation}", "{word}"):
         text = text.replace(tag, " ")
     return re.findall(r"[A-Za-z]+", text)
@@ -162,8 +176,9 @@ def _template_words() -> list[str]:
 def base_vocabulary() -> list[str]:
     """The ordinary (non-added) vocabulary: punctuation, digits, then words, de-duplicated.
 
-    The words of :data:`TOKEN_NAMES` come last, so adding them kept every earlier id.
+    The words of :data:`TOKEN_NAMES` and then :data:`TASK_WORDS` come last, so adding
+    them kept every earlier id.
     """
     names = " ".join(TOKEN_NAMES.values()).split()
-    words = [*CONTENT_WORDS, *_template_words(), *names]
+    words = [*CONTENT_WORDS, *_template_words(), *names, *TASK_WORDS]
     return list(dict.fromkeys([*PUNCTUATION, *DIGITS, *words]))
