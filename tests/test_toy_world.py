@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from nla_lens.steering import edit_steering_delta, steering_vector
+from nla_lens.experiments.steering import edit_steering_delta, steering_vector
 from nla_lens.toy import TaskPair, tasks
 
 pytestmark = pytest.mark.integration

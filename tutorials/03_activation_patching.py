@@ -13,220 +13,153 @@
 # %% [markdown]
 # # 03 · Activation patching with explanations (TransformerLens)
 #
-# Activation patching asks *where* a difference between two prompts lives: run
-# the clean prompt, but overwrite one (layer, position) of the residual stream
-# with the corrupted prompt's value, and watch a metric. nla_lens adds words:
-# for every patched run it explains the layer-`K` residual at that position,
-# and scores how well the clean and the corrupted explanations each
-# reconstruct it (cross-fits).
+# Activation patching asks *where* the information behind an answer lives: run
+# the clean prompt, overwrite one (layer, position) of the residual stream with
+# the corrupted prompt's value, and watch the answer. nla_lens adds words: for
+# every patched run it explains the layer-`K` residual at that position, so you
+# can read *what* the patch moved, not only *how much*.
 #
-# This tutorial uses a TransformerLens v4 `TransformerBridge` booted from the
-# loaded Hugging Face model, *without* weight processing (NLAs read raw
-# residuals; nla_lens refuses a bridge whose processing changed them).
+# The toy subject shipped with nla_lens has a known mechanism. It was trained on
+# attribute recall:
+#
+#     the cat is in my house . the dog is in the river . the cat is in our   ->  house
+#
+# The answer is only in the context, at the place word of the queried fact; the
+# model must move it to the last position. A corrupted prompt changes that one
+# word (`house` -> `lake`), so the right answer becomes `lake`. What you should
+# see below:
+#
+# * the subject answers the task right and confidently (a real effect to patch);
+# * patching the **changed place word** at an early layer moves the answer almost
+#   all the way to the corrupted one (normalised metric near 0), while patching an
+#   **unrelated position** leaves it alone (near 1);
+# * the explanations say so: at the last position the AV reads `next : lake`
+#   exactly in the cells that carry the answer.
+#
+# The bridge is booted *without* weight processing (NLAs read raw residuals).
 
 # %%
-import matplotlib.pyplot as plt
 import torch
 from _setup import (
     CLEAN_TEXT,
     CLEAN_WORD,
     CORRUPT_TEXT,
     CORRUPT_WORD,
+    MAX_NEW_TOKENS,
+    REAL,
     banner,
-    check_known_words,
     load_pair,
     load_subject,
     save_figure,
     save_html,
+    show,
     single_token_id,
 )
 
-from nla_lens.experiments import activation_patching, patching_html, plot_patching
-from nla_lens.subjects import ResidualRecorder, hook_name
+from nla_lens import activation_patching, patching_html, plot_patching
 
 banner("03 activation patching")
 torch.set_grad_enabled(False)  # inference only
 nla = load_pair()
 subject = load_subject("transformer_lens")  # nla_lens.subjects.boot_bridge(hf_model, tokenizer)
 bridge = subject.model
-check_known_words(bridge.tokenizer, CLEAN_TEXT, CORRUPT_TEXT)
-print(
-    type(bridge).__name__,
-    f"n_layers={bridge.cfg.n_layers} d_model={bridge.cfg.d_model}; NLA hook {nla.hook_name}",
-)
+print(f"{type(bridge).__name__}: {bridge.cfg.n_layers} blocks, d_model {bridge.cfg.d_model}; "
+      f"the pair reads {nla.hook_name}")  # fmt: skip
 
 # %% [markdown]
-# ## A clean / corrupted pair of equal token length
+# ## A clean / corrupted pair from the toy task
 #
-# The two prompts differ in one word. The metric is the logit difference
-# between the two words as the next token at the last position.
+# `nla_lens.toy.tasks()` draws held-out pairs: the prompts, both answers as
+# token ids, and the position (counted over real tokens, `<bos>` = 0) of the word
+# that differs. On the released Gemma pair the tutorial uses a hand-written pair.
 
 # %%
-clean_tokens = bridge.to_tokens(CLEAN_TEXT)
-corrupt_tokens = bridge.to_tokens(CORRUPT_TEXT)
-if clean_tokens.shape != corrupt_tokens.shape:
-    raise ValueError(
-        f"prompts must have the same token length: {clean_tokens.shape} vs {corrupt_tokens.shape}"
-    )
-str_tokens = bridge.to_str_tokens(CLEAN_TEXT)
-differ = (clean_tokens[0] != corrupt_tokens[0]).nonzero().flatten().tolist()
-print(
-    f"{clean_tokens.shape[1]} tokens; they differ at positions {differ}: "
-    f"{[str_tokens[p] for p in differ]} vs {[bridge.to_str_tokens(CORRUPT_TEXT)[p] for p in differ]}"
-)
-answers = (
-    single_token_id(bridge.tokenizer, CLEAN_WORD),
-    single_token_id(bridge.tokenizer, CORRUPT_WORD),
-)
+if REAL:
+    clean, corrupt = CLEAN_TEXT, CORRUPT_TEXT
+    answers = (single_token_id(bridge.tokenizer, CLEAN_WORD), single_token_id(bridge.tokenizer, CORRUPT_WORD))
+    toks = bridge.to_str_tokens(clean)
+    source = next(i for i, (a, b) in enumerate(zip(toks, bridge.to_str_tokens(corrupt), strict=True)) if a != b)
+    control = source + 2
+else:
+    from nla_lens.toy import tasks
+
+    task = tasks(1)[0]
+    clean, corrupt = task.clean, task.corrupted
+    answers = (task.clean_answer_id, task.corrupted_answer_id)
+    source, control = task.position, task.control_position
+words = bridge.tokenizer.convert_ids_to_tokens(list(answers))
+print(f"clean:     {clean!r}\ncorrupted: {corrupt!r}")
+print(f"answers: clean {words[0]!r}, corrupted {words[1]!r}; they differ at position {source}")
+
+clean_ids, corrupt_ids = bridge.to_tokens(clean), bridge.to_tokens(corrupt)
+for name, ids in (("clean", clean_ids), ("corrupted", corrupt_ids)):
+    probs = bridge(ids)[0, -1].softmax(-1)
+    top = int(probs.argmax())
+    print(f"{name:>9}: p({words[0]})={probs[answers[0]]:.3f}  p({words[1]})={probs[answers[1]]:.3f}  "
+          f"argmax {bridge.tokenizer.convert_ids_to_tokens(top)!r}")  # fmt: skip
 
 # %% [markdown]
-# ## The plain TransformerLens way: `run_with_cache(names_filter=nla.hook_name)`
+# The subject is right and confident on both prompts: the difference between
+# them is a real effect, not noise, so patching has something to find.
 #
-# Cache only the residual the NLA reads and explain it at the differing
-# position and the last one.
-
-# %%
-positions = [*differ, differ[-1] + 1, clean_tokens.shape[1] - 1]
-for label, tokens in (("clean", clean_tokens), ("corrupt", corrupt_tokens)):
-    logits, cache = bridge.run_with_cache(tokens, names_filter=nla.hook_name)
-    resid = cache[nla.hook_name][0]  # [seq, d_model]
-    ld = float(logits[0, -1, answers[0]] - logits[0, -1, answers[1]])
-    print(f"{label}: logit({CLEAN_WORD}) - logit({CORRUPT_WORD}) = {ld:+.3f}")
-    for p, e in zip(positions, nla.explain(resid[positions]), strict=True):
-        print(
-            f"   [{p:>2}] {str_tokens[p]!r:<10} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}"
-        )
-
-# %% [markdown]
-# Hooks you already use keep working: a `ResidualRecorder` records the layer-`K`
-# residual during any run, beside your own hooks (here: zeroing block 0's
-# output at the differing position).
-
-
-# %%
-def zero_at(p):
-    def hook(resid, hook):
-        resid[:, p] = 0.0
-        return resid
-
-    return hook
-
-
-with ResidualRecorder(bridge, nla.layer) as rec:
-    bridge.run_with_hooks(clean_tokens, fwd_hooks=[(hook_name(0), zero_at(differ[0]))])
-e = nla.explain(rec.residual[0, differ[0]])[0]
-print(
-    f"block 0 zeroed at {differ[0]}: layer-{nla.layer} explanation there: {e.text.splitlines()[0][:80]!r} "
-    f"(fve_nrm {e.fve_nrm:.3f})"
-)
-
-# %% [markdown]
 # ## Patch every (layer, position)
 #
-# `activation_patching` runs one patched forward per cell, then explains all
-# patched residuals (and the clean and corrupted ones) in one batched AV call.
-# The layers are spread over the model, with `K` always included.
+# `activation_patching` runs one patched forward per cell and explains every
+# patched layer-`K` residual in one batched AV call. With `answer_tokens` the
+# metric is the **normalised logit difference**: 1 = the clean run's answer
+# margin, 0 = the corrupted run's. `downstream_of_k` marks cells patched after
+# layer `K`, whose layer-`K` explanation cannot change.
 
 # %%
-n = bridge.cfg.n_layers
-layers = sorted({*range(0, n, max(1, n // 8)), nla.layer, n - 1})
+n_pos = clean_ids.shape[1]
+positions = sorted({source, control, n_pos - 1})
+layers = list(range(bridge.cfg.n_layers))
 df = activation_patching(
-    nla,
-    bridge,
-    clean_tokens,
-    corrupt_tokens,
-    layers=layers,
-    positions=positions,
-    answer_tokens=answers,
-)
-print(
-    df[
-        [
-            "layer",
-            "position",
-            "token",
-            "metric",
-            "fve_nrm",
-            "same_as_clean",
-            "same_as_corrupt",
-            "crossfit_fve_nrm_clean",
-            "crossfit_fve_nrm_corrupt",
-        ]
-    ]
-    .round(3)
-    .to_string(index=False)
-)
+    nla, bridge, clean_ids, corrupt_ids, layers=layers, positions=positions,
+    answer_tokens=answers, max_new_tokens=MAX_NEW_TOKENS,
+)  # fmt: skip
+cols = ["layer", "position", "token", "metric", "logit_diff", "downstream_of_k", "explanation"]
+show(df[cols].round(3))
 
 # %% [markdown]
-# ## Plot it, with the explanations as labels
+# ## The heatmap: structure, not noise
+#
+# Colour is centred at 0 and anchored to [-1, 1] for the normalised metric, so a
+# blue cell is a patch that moved the answer and a white-to-red cell one that did
+# not. Each cell carries the explanation of the patched layer-`K` residual (`*` =
+# patched after `K`).
 
 # %%
 save_figure(plot_patching(df), "03_patching_metric.png")
-
-fig, axes = plt.subplots(1, 2, figsize=(4.2 * len(positions) + 4, 0.8 * len(layers) + 2))
-plot_patching(df, value="crossfit_fve_nrm_clean", ax=axes[0])
-plot_patching(df, value="crossfit_fve_nrm_corrupt", ax=axes[1])
-axes[0].set_title("fve_nrm of the CLEAN explanation on the patched residual", fontsize=9)
-axes[1].set_title("fve_nrm of the CORRUPT explanation on the patched residual", fontsize=9)
-save_figure(fig, "03_patching_crossfit.png")
 save_html(patching_html(df), "03_patching.html")
 
 # %% [markdown]
-# ## What changed? Read it off the DataFrame
+# ## What the patch moved, in words
 #
-# * the metric, as a fraction of the way from the clean run to the corrupted one;
-# * where the explanation of layer `K` switched to the corrupted run's;
-# * which explanation (clean or corrupted) fits the patched residual better;
-# * a sanity check: patching a layer *after* `K` cannot change layer `K`.
-
+# At the last position, the toy AV writes `token : <word> ; next : <prediction>`.
+# The cells whose explanation now predicts the corrupted answer are the cells
+# that carry the answer.
 
 # %%
-def logit_diff(tokens) -> float:
-    last = bridge(tokens)[0, -1]
-    return float(last[answers[0]] - last[answers[1]])
-
-
-clean_ld, corrupt_ld = logit_diff(clean_tokens), logit_diff(corrupt_tokens)
-span = corrupt_ld - clean_ld
-df["moved"] = (df["metric"] - clean_ld) / span if abs(span) > 1e-9 else 0.0
-print(f"metric: clean {clean_ld:+.3f}, corrupt {corrupt_ld:+.3f}")
-print("fraction of the way to the corrupted metric (rows: layer, columns: position):")
-print(df.pivot(index="layer", columns="position", values="moved").round(2).to_string())
-
-gap = df["crossfit_fve_nrm_corrupt"] - df["crossfit_fve_nrm_clean"]
-df["closer_to"] = ["tie" if abs(g) < 1e-3 else ("corrupt" if g > 0 else "clean") for g in gap]
-print("\nwhich run's explanation reconstructs the patched layer-K residual better:")
-print(df.pivot(index="layer", columns="position", values="closer_to").to_string())
-
-for p in positions:
-    cells = df[df.position == p]
-    flipped = cells[cells.same_as_corrupt & ~cells.same_as_clean].layer.tolist()
-    token = cells.token.iloc[0]
-    if cells.clean_explanation.iloc[0] == cells.corrupt_explanation.iloc[0]:
-        print(
-            f"position {p} ({token!r}): clean and corrupted explanations are identical here; nothing to flip"
-        )
-    else:
-        print(
-            f"position {p} ({token!r}): explanation switches to the corrupted one when patching layers {flipped}"
-        )
-
-after_k = df[df.layer > nla.layer]
-unchanged = bool((after_k.explanation == after_k.clean_explanation).all())
-print(
-    f"\nlayers after K={nla.layer} leave the layer-K explanation as in the clean run: {unchanged} "
-    f"({len(after_k)} cells)"
-)
-best = df.loc[df["moved"].abs().idxmax()]
-print(
-    f"largest effect on the metric: layer {best.layer}, position {best.position} ({best.token!r}), "
-    f"moved {best.moved:+.2f} of the way; explanation there: {best.explanation.splitlines()[0][:80]!r}"
-)
+at_source = df[(df.position == source) & ~df.downstream_of_k]
+at_control = df[(df.position == control) & ~df.downstream_of_k]
+print(f"patching the changed word (position {source}): metric {at_source.metric.min():.2f}..{at_source.metric.max():.2f}")
+print(f"patching an unrelated word (position {control}): metric {at_control.metric.min():.2f}..{at_control.metric.max():.2f}")
+last = df[df.position == n_pos - 1][["layer", "metric", "explanation", "clean_explanation", "corrupt_explanation"]]
+show(last.round(3))
+if not REAL:
+    moved = df[df.explanation.str.contains(f"next : {words[1]}", regex=False)]
+    print(f"cells whose layer-{nla.layer} explanation predicts {words[1]!r}:")
+    print(moved[["layer", "position", "token", "metric"]].round(3).to_string(index=False))
+    recovery = 1 - at_source.metric.min()
+    print(f"\nrecovery of the clean-vs-corrupted difference by the best source patch: {recovery:.0%}; "
+          f"by the best unrelated patch: {1 - at_control.metric.min():.0%}")  # fmt: skip
 
 # %% [markdown]
-# On the toy pair the reading is simple by construction (its AV names the
-# token): patching the animal's position at a layer up to `K` makes layer `K`
-# carry the corrupted word, and the cross-fit says the corrupted explanation
-# now describes it; other positions barely move. On Gemma-3-12B the same table
-# shows where along the stream the word's identity is copied to the answer
-# position, and the explanations say what the patched residual carries.
+# Read it like this: the answer is moved out of the place word's residual early
+# (patching that word at layer 0 already hands the corrupted place to the last
+# position), while the unrelated position carries nothing the answer needs. The
+# explanation table agrees: layer `K` at the last position reads `next : <corrupted
+# place>` in exactly the cells with a metric near 0. On Gemma-3-12B the same table
+# shows where along the stream a fact is copied to the answer position, and the
+# explanations say what the patched residual carries.

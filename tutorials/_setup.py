@@ -101,6 +101,18 @@ def save_figure(fig: Any, name: str) -> Path:
     return path
 
 
+def show(obj: Any) -> None:
+    """Show a result: as a rich table / page in a notebook, as text in a script."""
+    if IN_NOTEBOOK:
+        from IPython.display import display
+
+        display(obj)
+    elif hasattr(obj, "to_string"):
+        print(obj.to_string(index=False) if hasattr(obj, "columns") else obj.to_string())
+    else:
+        print(obj)
+
+
 def save_html(html: str, name: str) -> Path:
     """Write an HTML fragment under the output dir (and render it in a notebook)."""
     path = out_dir() / name

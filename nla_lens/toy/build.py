@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -22,6 +23,7 @@ from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
 
 from .cards import write_card, write_sidecar
+from .recall import DETERMINERS, PLACES, make_pairs
 from .recipe import (
     AVPrompt,
     av_prompt,
@@ -44,7 +46,6 @@ from .subject import (
     subject_corpus,
     task_sequence_ids,
 )
-from .recall import DETERMINERS, PLACES, make_pairs
 from .tokenizer import build_tokenizer, content_token_ids
 from .train import (
     TrainConfig,
@@ -453,9 +454,11 @@ def measure(out: Path, cfg: BuildConfig | None = None) -> Quality:
     with _deterministic():
         log.info("measuring the round trip on held-out residuals and the task")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "subject"))
-        subject = AutoModelForCausalLM.from_pretrained(str(out / "subject"), dtype=torch.float32)
-        av = AutoModelForCausalLM.from_pretrained(str(out / "av"), dtype=torch.float32)
-        ar = AutoModelForCausalLM.from_pretrained(str(out / "ar"), dtype=torch.float32)
+        subject: Any = AutoModelForCausalLM.from_pretrained(
+            str(out / "subject"), dtype=torch.float32
+        )
+        av: Any = AutoModelForCausalLM.from_pretrained(str(out / "av"), dtype=torch.float32)
+        ar: Any = AutoModelForCausalLM.from_pretrained(str(out / "ar"), dtype=torch.float32)
         subject.eval(), av.eval(), ar.eval()
         ar.model.norm = nn.Identity()
         head = nn.Linear(D_MODEL, D_MODEL, bias=False)

@@ -57,7 +57,7 @@ NUM_LAYERS = 5
 HEAD_DIM = 32  # vLLM's CPU attention rejects 16
 EMBED_INIT_STD = 1.0
 #: The hub id the toy subject declares in its config.json (the sidecars' base_checkpoint),
-#: under the key nla_lens's base-model check reads (nla_lens.capture.guards.MODEL_ID_KEY).
+#: under the key nla_lens's base-model check reads (nla_lens.subjects.guards.MODEL_ID_KEY).
 MODEL_ID = "nla-lens/toy-gemma3-subject"
 MODEL_ID_KEY = "nla_lens_model_id"
 
@@ -310,7 +310,8 @@ def task_sequence_ids(tokenizer: PreTrainedTokenizerFast, generator: torch.Gener
 
     prompt = task_prompt(generator)
     words = [*prompt.words, prompt.answer, "."]
-    return [int(tokenizer.bos_token_id), *tokenizer.convert_tokens_to_ids(words)]
+    ids = [int(i) for i in tokenizer.convert_tokens_to_ids(words)]
+    return [int(tokenizer.bos_token_id), *ids]
 
 
 def subject_corpus(

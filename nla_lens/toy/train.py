@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,7 +93,7 @@ def train_subject(
     ema = 0.0
     swapped: dict[str, Tensor] = {}
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+    def hook(_module: nn.Module, _inputs: object, output: Any) -> Any:
         if not swapped:
             return output
         x = output[0] if isinstance(output, tuple) else output

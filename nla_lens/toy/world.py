@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
+from .recall import PATCH_LAYER, TaskPair
 from .recipe import AVPrompt, extract_explanation, greedy_explain, parse_explanation, reconstruct
 from .subject import EXTRACTION_LAYER
-from .recall import PATCH_LAYER, TaskPair
 
 __all__ = ["WorldFigures", "block_edit", "measure_world"]
 
@@ -120,7 +120,8 @@ def measure_world(
             _unit(pred[1]) * injection_scale,
             (_unit(pred[3]) - _unit(pred[2])) * h.norm(),
         ]
-        for vec, out in zip(vectors, (steer, steer_full, edit), strict=True):
+        outs: tuple[list[bool], ...] = (steer, steer_full, edit)
+        for vec, hits in zip(vectors, outs, strict=True):
 
             def add(x: Tensor, vec: Tensor = vec) -> Tensor:
                 x = x.clone()
@@ -129,7 +130,7 @@ def measure_world(
 
             with block_edit(subject, EXTRACTION_LAYER, add):
                 got = int(subject(input_ids=clean).logits[0, -1].argmax())
-            out.append(got == p.corrupted_answer_id)
+            hits.append(got == p.corrupted_answer_id)
     n = len(pairs)
     return WorldFigures(
         task_accuracy=round(right / n, 4),
