@@ -310,7 +310,7 @@ def task_sequence_ids(tokenizer: PreTrainedTokenizerFast, generator: torch.Gener
 
     prompt = task_prompt(generator)
     words = [*prompt.words, prompt.answer, "."]
-    ids = [int(tokenizer.convert_tokens_to_ids(w)) for w in words]
+    ids: Any = tokenizer.convert_tokens_to_ids(words)
     return [int(tokenizer.bos_token_id), *ids]
 
 
