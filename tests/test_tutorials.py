@@ -29,7 +29,6 @@ ARTEFACTS: dict[str, list[str]] = {
     "02_nnsight_tracer.py": ["02_donor_sweep.html"],
     "03_activation_patching.py": [
         "03_patching_metric.png",
-        "03_patching_crossfit.png",
         "03_patching.html",
     ],
     "04_transcripts_and_steering.py": ["04_transcript.html", "04_steering.png"],

@@ -76,9 +76,16 @@ print(f"{type(bridge).__name__}: {bridge.cfg.n_layers} blocks, d_model {bridge.c
 # %%
 if REAL:
     clean, corrupt = CLEAN_TEXT, CORRUPT_TEXT
-    answers = (single_token_id(bridge.tokenizer, CLEAN_WORD), single_token_id(bridge.tokenizer, CORRUPT_WORD))
+    answers = (
+        single_token_id(bridge.tokenizer, CLEAN_WORD),
+        single_token_id(bridge.tokenizer, CORRUPT_WORD),
+    )
     toks = bridge.to_str_tokens(clean)
-    source = next(i for i, (a, b) in enumerate(zip(toks, bridge.to_str_tokens(corrupt), strict=True)) if a != b)
+    source = next(
+        i
+        for i, (a, b) in enumerate(zip(toks, bridge.to_str_tokens(corrupt), strict=True))
+        if a != b
+    )
     control = source + 2
 else:
     from nla_lens.toy import tasks
@@ -124,10 +131,11 @@ show(df[cols].round(3))
 # %% [markdown]
 # ## The heatmap: structure, not noise
 #
-# Colour is centred at 0 and anchored to [-1, 1] for the normalised metric, so a
-# blue cell is a patch that moved the answer and a white-to-red cell one that did
-# not. Each cell carries the explanation of the patched layer-`K` residual (`*` =
-# patched after `K`).
+# Colour is centred at 0 and anchored to [-1, 1] for the normalised metric: dark
+# red (1) is a patch that left the clean answer alone, white (0) one that moved it
+# all the way to the corrupted answer (blue would overshoot). Noise never fills
+# the scale. Each cell carries the explanation of the patched layer-`K` residual
+# (`*` = patched after `K`).
 
 # %%
 save_figure(plot_patching(df), "03_patching_metric.png")
@@ -136,30 +144,42 @@ save_html(patching_html(df), "03_patching.html")
 # %% [markdown]
 # ## What the patch moved, in words
 #
-# At the last position, the toy AV writes `token : <word> ; next : <prediction>`.
-# The cells whose explanation now predicts the corrupted answer are the cells
-# that carry the answer.
+# The toy AV writes `token : <word> ; next : <prediction>`. Two kinds of cell
+# mention the corrupted place:
+#
+# * at the changed word, every layer up to `K` reads `token : <corrupted place>`:
+#   the patch took. But only the early layers move the answer: by layer 2 the
+#   place has already been copied to the end, so swapping the word there is too
+#   late (metric back near 1). The explanation and the metric together say
+#   *when* the information moves;
+# * at the last position, layer `K` reads `next : <corrupted place>`: that is the
+#   residual the answer is read from. Patching it after `K` moves the answer too,
+#   but its layer-`K` explanation cannot change (`downstream_of_k`).
 
 # %%
 at_source = df[(df.position == source) & ~df.downstream_of_k]
 at_control = df[(df.position == control) & ~df.downstream_of_k]
-print(f"patching the changed word (position {source}): metric {at_source.metric.min():.2f}..{at_source.metric.max():.2f}")
-print(f"patching an unrelated word (position {control}): metric {at_control.metric.min():.2f}..{at_control.metric.max():.2f}")
-last = df[df.position == n_pos - 1][["layer", "metric", "explanation", "clean_explanation", "corrupt_explanation"]]
+print(
+    f"patching the changed word (position {source}): metric per layer {at_source.metric.round(2).tolist()}"
+)
+print(
+    f"patching an unrelated word (position {control}): metric per layer {at_control.metric.round(2).tolist()}"
+)
+mentions = df[df.explanation.str.contains(words[1], regex=False)]
+show(mentions[["layer", "position", "token", "metric", "explanation"]].round(3))
+last = df[df.position == n_pos - 1][
+    ["layer", "metric", "explanation", "clean_explanation", "corrupt_explanation"]
+]
 show(last.round(3))
-if not REAL:
-    moved = df[df.explanation.str.contains(f"next : {words[1]}", regex=False)]
-    print(f"cells whose layer-{nla.layer} explanation predicts {words[1]!r}:")
-    print(moved[["layer", "position", "token", "metric"]].round(3).to_string(index=False))
-    recovery = 1 - at_source.metric.min()
-    print(f"\nrecovery of the clean-vs-corrupted difference by the best source patch: {recovery:.0%}; "
-          f"by the best unrelated patch: {1 - at_control.metric.min():.0%}")  # fmt: skip
+recovery = 1 - at_source.metric.min()
+print(f"recovery of the clean-vs-corrupted difference by the best patch of the changed word: "
+      f"{recovery:.0%}; by the best patch of the unrelated word: {1 - at_control.metric.min():.0%}")  # fmt: skip
 
 # %% [markdown]
-# Read it like this: the answer is moved out of the place word's residual early
-# (patching that word at layer 0 already hands the corrupted place to the last
-# position), while the unrelated position carries nothing the answer needs. The
-# explanation table agrees: layer `K` at the last position reads `next : <corrupted
-# place>` in exactly the cells with a metric near 0. On Gemma-3-12B the same table
-# shows where along the stream a fact is copied to the answer position, and the
-# explanations say what the patched residual carries.
+# Read it like this: the answer leaves the place word's residual early (patching
+# that word at layers 0-1 hands the corrupted place to the last position), the
+# unrelated word carries nothing the answer needs (its row stays at 1), and the
+# answer sits at the last position by layer `K`, where the AV reads it as
+# `next : ...`. On Gemma-3-12B the same table shows where along the stream a fact
+# is copied to the answer position, and the explanations say what each patched
+# residual carries.

@@ -30,13 +30,14 @@
 import re
 
 import matplotlib.pyplot as plt
-import torch
+import pandas as pd
 from _setup import (
     CHAT,
     CLEAN_TEXT,
     CLEAN_WORD,
     CORRUPT_WORD,
     MAX_NEW_TOKENS,
+    REAL,
     banner,
     check_known_words,
     describe,
@@ -44,10 +45,11 @@ from _setup import (
     load_subject,
     save_figure,
     save_html,
+    show,
     single_token_id,
 )
 
-from nla_lens.experiments.steering import add_direction, steer_by_edit
+from nla_lens import add_direction, steered_generate
 
 banner("04 transcripts and steering")
 nla = load_pair()
@@ -109,115 +111,118 @@ for centered in (False, True):
         )
 
 # %% [markdown]
-# ## Steering by description
+# ## Steering by description, on the task
 #
 # `nla.steering_vector(description)` is the AR's reconstruction of the
-# description, unit-normalised and scaled to a typical residual norm (here, the
-# median norm of our own activations); `subtract=` makes it contrastive.
-# `add_direction(direction, alpha, layer, positions=...)` returns the
-# hook keywords for this kind of model, for `nla.explain_run`.
+# description, unit-normalised and scaled to the typical residual norm (the AV's
+# injection scale). `add_direction(direction, alpha, layer, positions=-1)` is an
+# edit for any framework; `positions=-1` is each prompt's own last token,
+# whatever the padding.
 #
-# We steer the clean sentence at the animal's position, at layer `K`, toward
-# the other animal, and explain the steered residual.
+# On the toy task the last position's layer-`K` residual is where the answer is
+# read from, and the AV describes it as `next : <place>`. Describe a place the
+# prompt never mentions, add the direction there at `alpha = 1` (no more than a
+# typical residual norm), and the subject's answer should change to it. What you
+# should see: the steered run's explanation reads `next : <target>`, and the
+# answer follows in most task prompts.
 
 # %%
-ids = tok(CLEAN_TEXT)["input_ids"]
-p = ids.index(single_token_id(tok, CLEAN_WORD))
-h = nla.capture(model, CLEAN_TEXT, **subject.kwargs)[0]  # [seq, d_model]
-directions = {
-    "add": nla.steering_vector(describe(CORRUPT_WORD), reference=h[1:]),
-    "contrast": nla.steering_vector(
-        describe(CORRUPT_WORD), subtract=describe(CLEAN_WORD), reference=h[1:]
-    ),
-}
-answers = single_token_id(tok, CLEAN_WORD), single_token_id(tok, CORRUPT_WORD)
-alphas = [0.0, 0.25, 0.5, 1.0, 2.0]
-sweep = []
-for kind, direction in directions.items():
-    for alpha in alphas:
-        edit = add_direction(direction, alpha, nla.layer, positions=p)
-        run = nla.explain_run(
-            model, CLEAN_TEXT, positions=[p], label=f"{kind} {alpha:g}", **edit, **subject.kwargs
-        )
-        e, v = run.explanations[0], run.vectors[0]
-        sweep.append(
-            {
-                "kind": kind,
-                "alpha": alpha,
-                "explanation": e.text.splitlines()[0][:70],
-                "fve_nrm": e.fve_nrm,
-                "cos_to_direction": float(torch.cosine_similarity(v, direction.cpu(), dim=0)),
-                "logit_diff_last": float(
-                    run.logits[0, -1, answers[0]] - run.logits[0, -1, answers[1]]
-                ),
-            }
-        )
-for row in sweep:
-    print(
-        f"{row['kind']:<8} alpha={row['alpha']:<5g} cos_dir={row['cos_to_direction']:+.3f} "
-        f"fve={row['fve_nrm']:+.3f} logit({CLEAN_WORD})-logit({CORRUPT_WORD})={row['logit_diff_last']:+.3f}  "
-        f"{row['explanation']}"
-    )
+if REAL:
+    prompts = [(CLEAN_TEXT, CLEAN_WORD, CORRUPT_WORD)]
+else:
+    from nla_lens.toy import tasks
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-for kind in directions:
-    rows = [r for r in sweep if r["kind"] == kind]
-    axes[0].plot(alphas, [r["cos_to_direction"] for r in rows], marker="o", label=kind)
-    axes[1].plot(alphas, [r["logit_diff_last"] for r in rows], marker="o", label=kind)
-axes[0].set(
-    xlabel="alpha",
-    ylabel="cos(steered residual, direction)",
-    title=f"layer {nla.layer}, position {p}",
+    prompts = [(t.clean, t.clean_answer, t.corrupted_answer) for t in tasks(16)]
+alpha = 1.0
+rows = []
+for text, answer, target in prompts:
+    direction = nla.steering_vector(describe(target))
+    steer = add_direction(direction, alpha, nla.layer, positions=-1)
+    plain = nla.explain_run(
+        model, text, positions=[-1], label="plain", max_new_tokens=MAX_NEW_TOKENS, **subject.kwargs
+    )
+    steered = nla.explain_run(
+        model,
+        text,
+        positions=[-1],
+        label="steered",
+        edits=steer,
+        max_new_tokens=MAX_NEW_TOKENS,
+        **subject.kwargs,
+    )
+    top = tok.convert_ids_to_tokens(int(steered.logits[0, -1].argmax()))
+    rows.append({"answer": answer, "target": target, "steered answer": top, "success": top == target,
+                 "plain explanation": plain.texts[0], "steered explanation": steered.texts[0]})  # fmt: skip
+table = pd.DataFrame(rows)
+show(table)
+print(f"steering by description at alpha={alpha}: the answer became the target in "
+      f"{table.success.mean():.0%} of {len(table)} task prompts")  # fmt: skip
+
+# %% [markdown]
+# One prompt in detail: the probability of the original and the target answer as
+# alpha grows. The direction's norm is the typical residual norm, so alpha = 1
+# adds one typical residual's worth.
+
+# %%
+text, answer, target = prompts[0]
+direction = nla.steering_vector(describe(target))
+ids_ans = (
+    tok.convert_tokens_to_ids([answer, target])
+    if not REAL
+    else [single_token_id(tok, answer), single_token_id(tok, target)]
 )
-axes[1].set(
+alphas = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
+probs = []
+for a in alphas:
+    run = nla.explain_run(model, text, positions=[-1], edits=add_direction(direction, a, nla.layer, positions=-1),
+                          max_new_tokens=MAX_NEW_TOKENS, **subject.kwargs)  # fmt: skip
+    p_all = run.logits[0, -1].softmax(-1)
+    probs.append((float(p_all[ids_ans[0]]), float(p_all[ids_ans[1]]), run.texts[0]))
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(alphas, [x[0] for x in probs], marker="o", label=f"p({answer}) (the prompt's answer)")
+ax.plot(alphas, [x[1] for x in probs], marker="o", label=f"p({target}) (described)")
+ax.set(
     xlabel="alpha",
-    ylabel=f"logit({CLEAN_WORD}) - logit({CORRUPT_WORD}), last token",
-    title="behaviour",
+    ylabel="next-token probability",
+    title=f"steering toward {describe(target)!r} at layer {nla.layer}",
 )
-axes[0].legend()
+ax.legend()
 fig.tight_layout()
 save_figure(fig, "04_steering.png")
+for a, (pa, pt, e) in zip(alphas, probs, strict=True):
+    print(f"alpha={a:<5g} p({answer})={pa:.3f} p({target})={pt:.3f}  {e}")
 
 # %% [markdown]
 # ## Steering by editing an explanation
 #
-# Take the explanation of the residual, edit the words, and move the residual
-# by the difference of the two reconstructions (rescaled to `||h||`):
-# `h + alpha * (AR(edited) - AR(original))`. Without a model this is vector
-# arithmetic; with `model=` and `inputs=` the delta is added at layer `K`
-# during a real forward pass, and the residual the model actually carries is
-# explained. At the edited position the two agree by construction (the edit is
-# made at the layer the NLA reads); the forward pass also gives you the steered
-# model's logits (`result.run.logits`) and every later position.
+# Take the explanation of the last position's residual, edit its `next :` part,
+# and move the residual by the difference of the two reconstructions (rescaled to
+# `||h||`): `h + alpha * (AR(edited) - AR(original))`. With `model=` and `inputs=`
+# the delta is added during a real forward pass and the residual the model then
+# carries is explained, so you see both the words and the behaviour.
 
 # %%
-original = nla.explain(h[p])[0].text
-edited = re.sub(rf"\b{CLEAN_WORD}\b", CORRUPT_WORD, original, flags=re.IGNORECASE)
-if edited == original:  # the explanation does not name the word: describe the target instead
-    edited = describe(CORRUPT_WORD)
-print(f"original: {original.splitlines()[0][:90]!r}\nedited  : {edited.splitlines()[0][:90]!r}")
+h = nla.capture(model, text, positions=[-1], **subject.kwargs)[0, 0]
+original = nla.explain(h, max_new_tokens=MAX_NEW_TOKENS)[0].text
+edited = re.sub(rf"next : {re.escape(answer)}", f"next : {target}", original)
+if edited == original:  # the explanation does not name the answer: describe the target instead
+    edited = describe(target)
+print(f"original: {original!r}\nedited  : {edited!r}")
+live = nla.steer_by_edit(h, original, edited, alphas=(0.5, 1.0), model=model, inputs=text,
+                         position=-1, max_new_tokens=MAX_NEW_TOKENS, **subject.kwargs)  # fmt: skip
+for r in live:
+    last = r.run.logits[0, -1] if r.run is not None else None
+    top = tok.convert_ids_to_tokens(int(last.argmax())) if last is not None else "?"
+    print(
+        f"alpha={r.alpha:<4g} answer -> {top!r}; the steered residual reads {r.explanation.text!r}"
+    )
 
-offline = steer_by_edit(nla, h[p], original, edited, alphas=(0.5, 1.0, 2.0))
-live = steer_by_edit(
-    nla,
-    h[p],
-    original,
-    edited,
-    alphas=(0.5, 1.0, 2.0),
-    model=model,
-    inputs=CLEAN_TEXT,
-    position=p,
-    **subject.kwargs,
-)
-for name, results in (("vector arithmetic", offline), ("in the forward pass", live)):
-    print(name)
-    for r in results:
-        moved = float(torch.cosine_similarity(r.vector.float(), h[p].float().cpu(), dim=0))
-        behaviour = ""
-        if r.run is not None:  # the steered forward pass: what did the model predict at the end?
-            last = r.run.logits[0, -1]
-            behaviour = f" logit({CLEAN_WORD})-logit({CORRUPT_WORD})={float(last[answers[0]] - last[answers[1]]):+.3f}"
-        print(
-            f"   alpha={r.alpha:<4g} cos(new, h)={moved:.3f} fve_nrm={r.explanation.fve_nrm:+.3f}{behaviour}  "
-            f"{r.explanation.text.splitlines()[0][:70]}"
-        )
+# %% [markdown]
+# And a steered generation: `steered_generate` adds the direction at every
+# position while the subject writes (the same tokens through Hugging Face,
+# TransformerLens or nnsight).
+
+# %%
+for a in (0.0, 1.0):
+    gen = steered_generate(model, text, direction, a, nla.layer, max_new_tokens=4, tokenizer=tok)
+    print(f"alpha={a:g}: {gen.texts[0]!r}")

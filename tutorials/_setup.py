@@ -134,12 +134,13 @@ def _toy() -> Any:
 def describe(word: str) -> str:
     """A description of ``word`` in the style of the pair's own explanations.
 
-    The toy AV writes ``token: WORD`` (its AR knows nothing else); the released
+    The toy AV writes ``token : WORD ; next : WORD``, and its AR reads a
+    ``next : WORD`` description as "the model is about to say WORD"; the released
     AVs write a few prose snippets about the text around the token.
     """
     if REAL:
-        return f"The text mentions a {word}. The subject is a {word}, an animal."
-    return f"token: {word}"
+        return f"The text mentions a {word}. The model is about to say {word}."
+    return f"next : {word}"
 
 
 def load_pair() -> NLA:

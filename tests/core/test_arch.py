@@ -13,6 +13,7 @@ from torch import nn
 from nla_lens import NLA, Reconstructor, Verbalizer
 from nla_lens.core.arch import arch_for, decoder_layers, embed_scale
 from nla_lens.errors import UnsupportedArchitectureError
+from nla_lens.toy import EXTRACTION_LAYER
 from tests.helpers import tiny_configs
 
 
@@ -46,7 +47,7 @@ def _as_family(toy, tmp_path, family: str, role: str, injection_scale: float | N
 
     cfg = tiny_configs(len(AutoTokenizer.from_pretrained(str(src))))[family]
     if role == "ar":
-        cfg.num_hidden_layers = 3  # K + 1 for the toy's K = 2
+        cfg.num_hidden_layers = EXTRACTION_LAYER + 1  # an AR keeps blocks 0..K
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     model.generation_config.eos_token_id = [1]
@@ -67,7 +68,8 @@ def test_unscaled_families_by_the_same_code_path(toy, tmp_path, family):
         _as_family(toy, tmp_path, family, "av", injection_scale=150.0), device="cpu"
     )
     ar = Reconstructor.from_pretrained(_as_family(toy, tmp_path, family, "ar"), device="cpu")
-    assert isinstance(ar.backbone.norm, nn.Identity) and len(ar.backbone.layers) == 3
+    assert isinstance(ar.backbone.norm, nn.Identity)
+    assert len(ar.backbone.layers) == EXTRACTION_LAYER + 1
     v = torch.randn(2, 64)
     emb = av.prompt_embeds(v)
     table = av.model.get_input_embeddings().weight
