@@ -22,6 +22,7 @@ from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
 
 from .cards import write_card, write_sidecar
+from .recall import DETERMINERS, PLACES, make_pairs
 from .recipe import (
     AVPrompt,
     av_prompt,
@@ -44,7 +45,6 @@ from .subject import (
     subject_corpus,
     task_sequence_ids,
 )
-from .recall import DETERMINERS, PLACES, make_pairs
 from .tokenizer import build_tokenizer, content_token_ids
 from .train import (
     TrainConfig,

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
+from .recall import PATCH_LAYER, TaskPair
 from .recipe import AVPrompt, extract_explanation, greedy_explain, parse_explanation, reconstruct
 from .subject import EXTRACTION_LAYER
-from .recall import PATCH_LAYER, TaskPair
 
 __all__ = ["WorldFigures", "block_edit", "measure_world"]
 
