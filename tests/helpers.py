@@ -231,14 +231,14 @@ def build_standin_av(out: str | Path, toy_av: str | Path, *, seed: int = 0) -> P
     return out
 
 
-def tiny_configs(vocab_size: int = 401):
+def tiny_configs(vocab_size: int = 401, layers: int = 3):
     """Small configs of every family the architecture table knows (and one it does not)."""
     from transformers import Gemma3Config, Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     small = dict(
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=3,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=vocab_size,

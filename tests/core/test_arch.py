@@ -45,9 +45,8 @@ def _as_family(toy, tmp_path, family: str, role: str, injection_scale: float | N
         f.unlink()
     from transformers import AutoTokenizer
 
-    cfg = tiny_configs(len(AutoTokenizer.from_pretrained(str(src))))[family]
-    if role == "ar":
-        cfg.num_hidden_layers = EXTRACTION_LAYER + 1  # an AR keeps blocks 0..K
+    layers = EXTRACTION_LAYER + 1 if role == "ar" else 3  # an AR keeps blocks 0..K
+    cfg = tiny_configs(len(AutoTokenizer.from_pretrained(str(src))), layers)[family]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     model.generation_config.eos_token_id = [1]

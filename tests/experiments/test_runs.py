@@ -157,22 +157,29 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     assert cos_to_target == sorted(cos_to_target)
 
 
-def test_steering_by_editing_an_explanation(nla, subjects, prompts):
-    model, (clean, _) = subjects["transformer_lens"], prompts
-    tok = subjects["tokenizer"]
-    run = nla.explain_run(model, clean, positions=4, max_new_tokens=20)
+def test_steering_by_editing_an_explanation(nla, subjects):
+    """Edit the `next :` part of the explanation at a task prompt's last position: the
+    steered residual reads the edited prediction, offline and in a live forward pass, and
+    the subject's answer follows."""
+    from nla_lens.toy import tasks
+
+    model, tok = subjects["transformer_lens"], subjects["tokenizer"]
+    task = tasks(1)[0]
+    run = nla.explain_run(model, task.clean, positions=-1, max_new_tokens=20)
     h, text = run.vectors[0], run.texts[0]
-    original = tok.convert_ids_to_tokens(int(clean[0, 4]))
-    target = next(w for w in ("dog", "house", "river") if w != original and w in tok.get_vocab())
-    edited = text.replace(original, target)
-    assert edited != text
-    offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.5], max_new_tokens=20)
-    assert offline[0].explanation.text == text and target in offline[1].explanation.text.split()
+    assert f"next : {task.clean_answer}" in text
+    edited = text.replace(f"next : {task.clean_answer}", f"next : {task.corrupted_answer}")
+    offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.0], max_new_tokens=20)
+    assert offline[0].explanation.text == text
+    assert f"next : {task.corrupted_answer}" in offline[1].explanation.text
     live = steer_by_edit(
-        nla, h, text, edited, alphas=[1.5], model=model, inputs=clean, position=4, max_new_tokens=20
-    )
-    assert target in live[0].explanation.text.split()
+        nla, h, text, edited, alphas=[1.0], model=model, inputs=task.clean, position=-1,
+        max_new_tokens=20,
+    )  # fmt: skip
+    assert f"next : {task.corrupted_answer}" in live[0].explanation.text
     assert live[0].run is not None
+    answer = int(live[0].run.logits[0, -1].argmax())
+    assert tok.convert_ids_to_tokens(answer) == task.corrupted_answer
 
 
 def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):

@@ -129,7 +129,7 @@ def test_mismatched_subject_refused_before_any_generation(nla, subject):
         shallow = Gemma3ForCausalLM(
             Gemma3TextConfig(hidden_size=64, num_hidden_layers=2, **small)
         ).eval()
-        with pytest.raises(SubjectMismatchError, match="layer 2"):
+        with pytest.raises(SubjectMismatchError, match=f"layer {nla.layer}"):
             nla.explain_run(shallow, "cat", tokenizer=tok)
         with pytest.raises(SubjectMismatchError):
             nla.capture(shallow, "cat", tokenizer=tok)

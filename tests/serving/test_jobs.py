@@ -17,6 +17,7 @@ import torch
 
 from nla_lens.errors import NLAError, VectorError
 from nla_lens.serving.jobs import PARTIAL_SUFFIX, explain_dataset, read_vectors
+from nla_lens.toy import EXTRACTION_LAYER
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -204,7 +205,7 @@ def test_kill_9_then_resume(tmp_path, toy, toy_residuals) -> None:
     ids = torch.randint(20, len(tok), (25, 13), generator=g)
     ids[:, 0] = tok.bos_token_id
     with torch.inference_mode():
-        hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[3]
+        hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[EXTRACTION_LAYER + 1]
     vectors = hs[:, 1:].reshape(300, -1).numpy()  # 300 real layer-K residuals
     src = tmp_path / "in.npy"
     np.save(src, vectors)

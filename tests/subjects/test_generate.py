@@ -8,9 +8,11 @@ from nla_lens.subjects import capture_residual, generate_and_capture
 from tests.helpers import rel
 
 TOL = 1e-4
+#: Two toy-task prompts of different lengths: the subject keeps writing (a chat turn it
+#: would close at once), so the batch generates every one of its 6 tokens.
 PROMPTS = [
-    [{"role": "user", "content": "where is the cat ?"}],
-    [{"role": "user", "content": "the dog"}],
+    "the cat is in my house . the cat is in the",
+    "the dog is in a river . the fox is in our lake . the dog is in his",
 ]
 
 

@@ -32,7 +32,7 @@ def test_token_ids_at_the_vocabulary_edge_are_read(nla, subject) -> None:
     assert got.shape[-1] == nla.d_model
 
 
-@pytest.mark.parametrize("layer", [-1, 4, 99])
+@pytest.mark.parametrize("layer", [-1, 5, 99])  # the toy subject has blocks 0..4
 def test_steering_layer_out_of_range(subject, layer) -> None:
     model, tok = subject
     direction = torch.ones(model.config.hidden_size)
