@@ -92,10 +92,10 @@ def save_figure(fig: Any, name: str) -> Path:
 
     path = out_dir() / name
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    if IN_NOTEBOOK:
-        from IPython.display import display
+    if IN_NOTEBOOK:  # as a PNG, whatever matplotlib backend the kernel runs
+        from IPython.display import Image, display
 
-        display(fig)
+        display(Image(data=path.read_bytes(), format="png"))
     plt.close(fig)
     print("wrote", path)
     return path
