@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,18 @@ def test_every_public_name_is_in_the_readme_api_section():
     api = readme.split("## API", 1)[1].split("\n## ", 1)[0]
     missing = [n for n in nla_lens.__all__ if n != "__version__" and f"`{n}`" not in api]
     assert missing == []
+
+
+def test_no_deprecation_warnings_in_a_normal_run():
+    """The pinned transformers, nnsight (TransformersModel) and TransformerLens raise no
+    deprecation warning during a normal load / explain_run / transcript."""
+    script = Path(__file__).parent / "scripts" / "normal_run.py"
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+        cwd=Path(__file__).parents[1], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("done"), out.stdout[-2000:]
+    warned = [line for line in out.stdout.splitlines() if line.startswith("WARNING")]
+    deprecations = [w for w in warned if "Deprecation" in w or "FutureWarning" in w]
+    assert deprecations == [], deprecations
