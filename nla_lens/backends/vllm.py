@@ -123,7 +123,7 @@ class VLLMEngineBackend:
         self.llm = vllm.LLM(model=self.checkpoint_dir, **kwargs)
 
     def _sampling(self, params: Sampling, index: int) -> Any:
-        return self._vllm.Sampling(
+        return self._vllm.SamplingParams(
             temperature=float(params.temperature),
             top_p=float(params.top_p),
             max_tokens=int(params.max_new_tokens),
