@@ -15,7 +15,7 @@ its rate over the whole call: with 1 torch thread (the actors' setting), and wit
 default threads on the first ``--local-default-rows`` rows only (on a small, busy machine
 the default threads can be many times slower).
 
-    python bench/bench_ray.py [--rows 3840] [--batch-size 32] [--block-rows 128]
+    python bench/bench_ray.py [--rows 7680] [--batch-size 64] [--block-rows 512]
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rows", type=int, default=3840)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--block-rows", type=int, default=128)
+    ap.add_argument("--rows", type=int, default=7680)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--block-rows", type=int, default=512)
     ap.add_argument("--local-default-rows", type=int, default=320)
     ap.add_argument("--max-new-tokens", type=int, default=24)
     args = ap.parse_args()
