@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from . import shared_prefix
 from .backend import GenerationOutput, Sampling
 
 __all__ = ["LocalBackend", "StopOnText", "left_pad"]
@@ -21,22 +23,43 @@ class StopOnText:
     """A ``StoppingCriteria`` that ends a row once its decoded tail contains a stop string.
 
     Works with any tokenizer (the stop string may span several tokens); only the
-    last ``window`` generated tokens of each row are decoded per step.
+    last ``window`` generated tokens of each row still running are decoded per
+    step. Rows it has stopped, or that produced one of ``eos_ids``, are
+    remembered as done (generate stops them for good), so make one instance per
+    ``generate`` call.
     """
 
     def __init__(
-        self, tokenizer: Any, stops: Sequence[str], prompt_length: int, window: int = 16
+        self,
+        tokenizer: Any,
+        stops: Sequence[str],
+        prompt_length: int,
+        window: int = 16,
+        eos_ids: Sequence[int] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
         self.prompt_length = prompt_length
         self.window = window
+        self.eos_ids = tuple(eos_ids)
+        self.done: Tensor | None = None
 
     def __call__(self, input_ids: Tensor, scores: Tensor | None = None, **kwargs: Any) -> Tensor:
-        tails = input_ids[:, self.prompt_length :][:, -self.window :].tolist()
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [any(s in t for s in self.stops) for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        if self.done is None or self.done.shape[0] != input_ids.shape[0]:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.eos_ids and input_ids.shape[1] > self.prompt_length:
+            last = input_ids[:, -1]
+            for eos in self.eos_ids:
+                self.done |= last == eos
+        running = (~self.done).nonzero().flatten().tolist()
+        if running:
+            tails = input_ids[running, self.prompt_length :][:, -self.window :].tolist()
+            texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+            hit = [
+                i for i, t in zip(running, texts, strict=True) if any(s in t for s in self.stops)
+            ]
+            self.done[hit] = True
+        return self.done.clone()
 
 
 def left_pad(
@@ -78,11 +101,15 @@ class LocalBackend:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
 
-    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor) -> Any:
-        """Prefill the prompt prefix that every row shares once, and repeat its KV cache.
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any:
+        """A KV cache of everything but each prompt's last token, its shared prefix computed once.
 
         AV prompts differ only from the injected row on, so the ~90% of the prompt
-        before the marker is computed once per batch instead of once per vector.
+        before the marker is prefilled once per batch, and identical prompts (the
+        ``samples`` rows of one vector) have their tails prefilled once. Where the
+        model allows it (:mod:`.shared_prefix`) the prefix is also *kept* once and
+        attended to by all rows together; otherwise its cache is repeated per row.
+        Returns ``(cache, cascade)`` or ``None`` when nothing is shared.
         """
         n, t, _ = embeds.shape
         if n < 2 or not bool(mask.all()):
@@ -96,8 +123,25 @@ class LocalBackend:
 
         cache = DynamicCache(config=self.model.config)
         self.model(inputs_embeds=embeds[:1, :prefix], past_key_values=cache, use_cache=True)
-        cache.batch_repeat_interleave(n)
-        return cache
+        if not shared_prefix.supports(self.model, t + max_new_tokens):
+            cache.batch_repeat_interleave(n)
+            return cache, False
+        layers = [(getattr(la, "keys", None), getattr(la, "values", None)) for la in cache.layers]
+        if any(k is None or v is None or k.shape[-2] != prefix for k, v in layers):
+            cache.batch_repeat_interleave(n)
+            return cache, False
+        shared = shared_prefix.shared_prefix_cache(layers)  # type: ignore[arg-type]
+        if prefix < t - 1:
+            tails = embeds[:, prefix : t - 1]
+            distinct, inverse = torch.unique(tails.reshape(n, -1), dim=0, return_inverse=True)
+            with shared_prefix.active(self.model, shared):
+                self.model(
+                    inputs_embeds=distinct.view(-1, *tails.shape[1:]),
+                    past_key_values=shared,
+                    use_cache=True,
+                )
+            shared.batch_select_indices(inverse)
+        return shared, True
 
     @torch.inference_mode()
     def generate(
@@ -122,15 +166,18 @@ class LocalBackend:
             # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
             criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
             kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [criterion(self.tokenizer, params.stop, 0)]
+                [criterion(self.tokenizer, params.stop, 0, eos_ids=self.eos_ids)]
             )
-        cache = (
-            self._shared_prefix_cache(kwargs["inputs_embeds"], kwargs["attention_mask"])
+        shared = (
+            self._shared_prefix_cache(
+                kwargs["inputs_embeds"], kwargs["attention_mask"], params.max_new_tokens
+            )
             if self.share_prefix
             else None
         )
-        if cache is not None:
-            kwargs["past_key_values"] = cache
+        cascade = False
+        if shared is not None:
+            kwargs["past_key_values"], cascade = shared
         if params.greedy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
@@ -138,7 +185,12 @@ class LocalBackend:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            out = self.model.generate(**kwargs)
+            with (
+                shared_prefix.active(self.model, kwargs["past_key_values"])
+                if cascade
+                else nullcontext()
+            ):
+                out = self.model.generate(**kwargs)
         return [self._finish(row.tolist(), params) for row in out]
 
     def _finish(self, ids: list[int], params: Sampling) -> GenerationOutput:

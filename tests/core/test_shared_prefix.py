@@ -1,0 +1,144 @@
+"""Shared-prefix (cascade) attention in the local backend is exact attention, reordered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nla_lens.backends import LocalBackend, Sampling
+from nla_lens.core import shared_prefix
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+TINY_ATTN = {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8}
+
+
+def tiny_model(model_type: str, vocab: int, **extra):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    extra.setdefault("attn_implementation", "sdpa")
+    config = AutoConfig.for_model(model_type, vocab_size=vocab, **TINY, **TINY_ATTN, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.generation_config.eos_token_id = 1
+    return model
+
+
+ARCHES = {
+    "llama": {},
+    "mistral": {"sliding_window": 4096},
+    "qwen2": {},
+    "qwen3": {},
+    "gemma2": {  # soft-capped attention: transformers runs it eagerly
+        "attn_logit_softcapping": 30.0,
+        "query_pre_attn_scalar": 8,
+        "attn_implementation": "eager",
+    },
+    "gemma3_text": {"sliding_window": 512, "query_pre_attn_scalar": 8},
+}
+
+
+def test_every_supported_architecture_is_tested():
+    assert set(ARCHES) == shared_prefix.SUPPORTED_MODEL_TYPES
+
+
+def shared_batch(d: int, n: int = 6, k: int = 2, prefix: int = 12, tail: int = 4):
+    """``n`` prompts sharing ``prefix`` rows, in pairs of ``k`` identical prompts."""
+    g = torch.Generator().manual_seed(1)
+    head = torch.randn(1, prefix, d, generator=g).expand(n, -1, -1)
+    own = torch.randn(n // k, tail, d, generator=g).repeat_interleave(k, dim=0)
+    return torch.cat([head, own], dim=1).contiguous()
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHES))
+def test_logits_match_plain_attention(model_type, toy):
+    from nla_lens.core.loading import load_tokenizer
+
+    tok = load_tokenizer(toy.av)
+    model = tiny_model(model_type, len(tok), **ARCHES[model_type])
+    embeds = shared_batch(model.config.hidden_size)
+    n, t, _ = embeds.shape
+    backend = LocalBackend(model, tok)
+    with torch.inference_mode():
+        full = model(inputs_embeds=embeds).logits[:, -1]
+        made = backend._shared_prefix_cache(embeds, torch.ones(n, t, dtype=torch.long), 8)
+        assert made is not None
+        cache, cascade = made
+        assert cascade, f"{model_type}: shared-prefix attention not used"
+        assert cache.get_seq_length() == t - 1
+        with shared_prefix.active(model, cache):
+            last = model(inputs_embeds=embeds[:, -1:], past_key_values=cache).logits[:, -1]
+    assert model.config._attn_implementation == ARCHES[model_type].get(
+        "attn_implementation", "sdpa"
+    )
+    torch.testing.assert_close(last, full, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_decodes_match_plain_attention(model_type, toy):
+    from nla_lens.core.loading import load_tokenizer
+
+    tok = load_tokenizer(toy.av)
+    model = tiny_model(model_type, len(tok), **ARCHES[model_type])
+    embeds = shared_batch(model.config.hidden_size, n=8, k=4)
+    shared = LocalBackend(model, tok, share_prefix=True)
+    plain = LocalBackend(model, tok, share_prefix=False)
+    for params in (
+        Sampling(max_new_tokens=12),
+        Sampling(temperature=1.0, max_new_tokens=12, seed=2),
+    ):
+        a = [o.token_ids for o in shared.generate(embeds, params)]
+        b = [o.token_ids for o in plain.generate(embeds, params)]
+        assert a == b
+        assert all(len(ids) > 0 for ids in a)
+
+
+def test_toy_av_uses_it_and_decodes_are_unchanged(nla, toy_residuals):
+    """On the toy AV: 4 samples of 8 vectors, greedy and sampled, shared vs plain."""
+    embeds = nla.av.prompt_embeds(toy_residuals[0][:8].repeat_interleave(4, dim=0))
+    shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
+    plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+    made = shared._shared_prefix_cache(embeds, mask, 20)
+    assert made is not None and made[1]
+    for params in (
+        Sampling(max_new_tokens=20),
+        Sampling(temperature=1.0, max_new_tokens=20, seed=3),
+    ):
+        assert [o.text for o in shared.generate(embeds, params)] == [
+            o.text for o in plain.generate(embeds, params)
+        ]
+
+
+def test_falls_back_past_a_sliding_window(toy):
+    """A sequence longer than a sliding window keeps the repeated (plain) cache, still exact."""
+    from nla_lens.core.loading import load_tokenizer
+
+    tok = load_tokenizer(toy.av)
+    model = tiny_model("mistral", len(tok), sliding_window=14)
+    embeds = shared_batch(model.config.hidden_size)
+    assert not shared_prefix.supports(model, embeds.shape[1] + 8)
+    backend = LocalBackend(model, tok)
+    made = backend._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long), 8)
+    assert made is not None and made[1] is False
+    params = Sampling(max_new_tokens=8)
+    plain = LocalBackend(model, tok, share_prefix=False)
+    assert [o.token_ids for o in backend.generate(embeds, params)] == [
+        o.token_ids for o in plain.generate(embeds, params)
+    ]
+
+
+def test_unsupported_architecture_is_not_routed(toy):
+    class Config:
+        model_type = "gpt_oss"  # attention sinks: not plain scaled dot product
+        _attn_implementation = "sdpa"
+
+    class Model:
+        config = Config()
+
+    assert not shared_prefix.supports(Model(), 10)
+
+
+def test_attention_outside_a_shared_decode_refuses():
+    q = torch.zeros(1, 2, 1, 4)
+    with pytest.raises(RuntimeError, match="outside a shared-prefix decode"):
+        shared_prefix.shared_prefix_attention(object(), q, q, q, None)
