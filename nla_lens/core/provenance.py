@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,9 @@ __all__ = ["IDENTITY_FIELDS", "CheckpointRecord", "Provenance", "package_version
 IDENTITY_FIELDS = ("hub_id", "revision", "commit", "content_sha256", "sidecar_sha256")
 
 
+@functools.cache
 def package_version(name: str) -> str | None:
+    """The installed version of ``name`` (read once per process: the imported code is fixed)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
