@@ -222,15 +222,28 @@ class TextScorer:
 
     def agreement(self, texts: Sequence[str]) -> float:
         """Mean pairwise fve_nrm (else cos) between the reconstructions of ``texts``."""
-        r = normalize(self.reconstructions(texts), self.ar.mse_scale)
-        k = r.shape[0]
+        return self.agreements([texts])[0]
+
+    def agreements(self, groups: Sequence[Sequence[str]]) -> list[float]:
+        """:meth:`agreement` of each group of ``k`` texts (all groups the same size), in one pass."""
+        if not groups:
+            return []
+        k = len(groups[0])
+        if any(len(g) != k for g in groups):
+            sizes = sorted({len(g) for g in groups})
+            raise SamplingError(
+                f"agreements compares groups of one size (k samples each), got sizes {sizes}; "
+                "call agreement() on each group instead."
+            )
         if k < 2:
-            return 1.0
-        mse = ((r.unsqueeze(0) - r.unsqueeze(1)) ** 2).mean(-1)
-        pair = mse[torch.triu_indices(k, k, 1).unbind()]
-        if self.baseline is None:
-            return float((1 - pair / 2).mean())
-        return float((1 - pair / self.baseline).mean())
+            return [1.0] * len(groups)
+        flat = [t for g in groups for t in g]
+        r = normalize(self.reconstructions(flat), self.ar.mse_scale).view(len(groups), k, -1)
+        mse = ((r.unsqueeze(1) - r.unsqueeze(2)) ** 2).mean(-1)  # (groups, k, k)
+        i, j = torch.triu_indices(k, k, 1).unbind()
+        pair = mse[:, i, j]
+        scale = 2.0 if self.baseline is None else self.baseline
+        return (1 - pair / scale).mean(-1).tolist()
 
 
 def sampling_for_samples(
@@ -282,12 +295,11 @@ def sample_explanations(
         for i, e in enumerate(exps)
     ]
     k = s.samples
+    groups = [tuple(exps[i * k : (i + 1) * k]) for i in range(v.shape[0])]
+    texts = [[e.text for e in group] for group in groups]
     out = []
-    for i in range(v.shape[0]):
-        group = tuple(exps[i * k : (i + 1) * k])
-        texts = [e.text for e in group]
-        agreement = scorer.agreement(texts)
-        mode = max(texts.count(t) for t in set(texts)) / k
+    for i, (group, agreement) in enumerate(zip(groups, scorer.agreements(texts), strict=True)):
+        mode = max(texts[i].count(t) for t in set(texts[i])) / k
         out.append(VectorSamples(i, group, agreement, mode, agreement < hedge_below))
     return SampledExplanations(tuple(out), s, hedge_below, scorer.metric)
 

@@ -113,3 +113,16 @@ def test_sample_intervals_shrink_as_k_grows_on_the_toy(nla, toy_residuals):
             mean_width[8] += bootstrap_delta(sub, [0.0] * 8).width / (10 * len(x))
     assert mean_width[8] > 0
     assert mean_width[32] < mean_width[8], mean_width
+
+
+def test_agreements_in_one_pass_equal_one_group_at_a_time(nla):
+    scorer = TextScorer(nla)
+    groups = [
+        ["token : cat ; next : sat", "token : cat ; next : sat", "token : dog ; next : ran"],
+        ["token : red ; next : car", "token : blue ; next : sky", "token : the ; next : end"],
+    ]
+    together = scorer.agreements(groups)
+    assert together == pytest.approx([scorer.agreement(g) for g in groups], abs=1e-6)
+    assert together[0] != pytest.approx(together[1])
+    with pytest.raises(SamplingError, match="one size"):
+        scorer.agreements([groups[0], groups[1][:2]])
