@@ -47,6 +47,10 @@ def supports(model: Any, total_length: int) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
+    if any(
+        getattr(m, "config", config) is not config for m in model.modules()
+    ):  # a layer reading another config would not see the switch of attention
+        return False
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None) or []
     sliding = window is not None and (not types or "sliding_attention" in types)

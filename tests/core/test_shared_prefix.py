@@ -142,3 +142,37 @@ def test_attention_outside_a_shared_decode_refuses():
     q = torch.zeros(1, 2, 1, 4)
     with pytest.raises(RuntimeError, match="outside a shared-prefix decode"):
         shared_prefix.shared_prefix_attention(object(), q, q, q, None)
+
+
+def test_text_view_of_a_multimodal_model(toy):
+    """Gemma-3 multimodal checkpoints decode through a text-only view sharing their modules."""
+    from pathlib import Path
+
+    from transformers import AutoModelForImageTextToText
+
+    from nla_lens.core.arch import text_only_lm
+    from nla_lens.core.loading import load_tokenizer
+
+    wrapper = AutoModelForImageTextToText.from_pretrained(
+        Path(toy.av).parent / "subject_multimodal", dtype=torch.float32
+    )
+    model = text_only_lm(wrapper)
+    tok = load_tokenizer(toy.av)
+    embeds = shared_batch(model.config.hidden_size, n=4, k=2) * 0.1
+    made = LocalBackend(model, tok)._shared_prefix_cache(
+        embeds, torch.ones(embeds.shape[:2], dtype=torch.long), 8
+    )
+    assert made is not None and made[1]
+    params = Sampling(max_new_tokens=8)
+    a = LocalBackend(model, tok, share_prefix=True).generate(embeds, params)
+    b = LocalBackend(model, tok, share_prefix=False).generate(embeds, params)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+
+
+def test_a_layer_with_its_own_config_is_not_routed(toy):
+    from nla_lens.core.loading import load_tokenizer
+
+    model = tiny_model("llama", len(load_tokenizer(toy.av)))
+    assert shared_prefix.supports(model, 10)
+    model.model.layers[0].self_attn.config = type(model.config)(**model.config.to_dict())
+    assert not shared_prefix.supports(model, 10)
