@@ -10,8 +10,6 @@ quality.json) with Hugging Face forward hooks and the public NLA API, printed
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -19,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nla_lens.experiments.steering import edit_steering_delta, steering_vector
 from nla_lens.toy import TaskPair, tasks
+from nla_lens.toy.world import block_edit
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +33,6 @@ GOALS = {
     "steering by description 'next : X'": 0.80,
     "steering by editing the explanation's next": 0.80,
 }
-
-
-@contextmanager
-def block_edit(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Replace the output of decoder block ``layer`` by ``fn(output)``."""
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (fn(output[0]), *output[1:])
-        return fn(output)
-
-    handle = model.model.layers[layer].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _next_field(text: str) -> str | None:
