@@ -14,8 +14,8 @@ from ..errors import VectorError
 __all__ = ["as_vector_batch"]
 
 
-def _rows(mask: Tensor, limit: int = 8) -> str:
-    idx = mask.nonzero().flatten().tolist()
+def _rows(mask: Tensor, first: int = 0, limit: int = 8) -> str:
+    idx = [first + i for i in mask.nonzero().flatten().tolist()]
     shown = ", ".join(map(str, idx[:limit]))
     return shown + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
 
@@ -26,7 +26,12 @@ _SAFE_LOW, _SAFE_HIGH = 1e-15, 1e15
 
 
 def as_vector_batch(
-    vectors: Any, d_model: int, *, what: str = "vectors", keep_norm: bool = False
+    vectors: Any,
+    d_model: int,
+    *,
+    what: str = "vectors",
+    keep_norm: bool = False,
+    first_row: int = 0,
 ) -> Float[Tensor, "n d_model"]:
     """Turn one ``[d]`` vector or a ``[n, d]`` batch (tensor, array or nested list,
     any float dtype) into a float32 CPU batch, or raise :class:`VectorError`.
@@ -36,6 +41,7 @@ def as_vector_batch(
     ``1e-30`` one) is divided by its largest entry in float64 first: its
     direction is kept exactly, its norm is not. With ``keep_norm=True`` (callers
     that use the magnitude, e.g. steering) such rows are refused instead.
+    Errors name rows counting from ``first_row`` (a chunk's place in its file).
     """
     if isinstance(vectors, np.ndarray):
         if not np.issubdtype(vectors.dtype, np.floating):
@@ -76,21 +82,21 @@ def as_vector_batch(
     bad = ~torch.isfinite(t).all(dim=1)
     if bad.any():
         raise VectorError(
-            f"{what} rows [{_rows(bad)}] contain NaN or infinite values. Check the capture "
+            f"{what} rows [{_rows(bad, first_row)}] contain NaN or infinite values. Check the capture "
             "(fp16 overflow? use bfloat16/float32) and drop or fix those rows."
         )
     peak = t.abs().amax(dim=1)
     zero = peak == 0
     if zero.any():
         raise VectorError(
-            f"{what} rows [{_rows(zero)}] are all zero: a zero vector has no direction to explain. "
+            f"{what} rows [{_rows(zero, first_row)}] are all zero: a zero vector has no direction to explain. "
             "Drop those rows (padding positions?)."
         )
     extreme = (peak < _SAFE_LOW) | (peak > _SAFE_HIGH)
     if extreme.any():
         if keep_norm:
             raise VectorError(
-                f"{what} rows [{_rows(extreme)}] have entries as large as "
+                f"{what} rows [{_rows(extreme, first_row)}] have entries as large as "
                 f"{float(peak[extreme].max()):.3g} or as small as {float(peak[extreme].min()):.3g}: "
                 "their norm does not fit float32, and this use needs it. Rescale them to the "
                 "residual stream's usual norm (a few to ~1e5)."

@@ -173,6 +173,20 @@ def test_bad_inputs(tmp_path, nla) -> None:
         explain_dataset(tmp_path / "w.npy", tmp_path / "o.parquet", av=nla, samples=2)
 
 
+def test_bad_row_is_named_by_its_row_in_the_file(tmp_path, nla, vectors) -> None:
+    """A NaN in the third chunk: the error names the file's row, and the chunks before
+    it stay committed (a rerun after fixing the row resumes from there)."""
+    bad = vectors.copy()
+    bad[19, 5] = np.nan  # chunks of B=8 rows: 0..7, 8..15, 16..19
+    src = tmp_path / "in.npy"
+    np.save(src, bad)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(VectorError, match=r"in\.npy: vectors rows \[19\] contain NaN"):
+        explain_dataset(src, out, av=nla, **FAST)
+    done = sqlite3.connect(str(out) + PARTIAL_SUFFIX).execute("SELECT start, n FROM chunks")
+    assert sorted(done.fetchall()) == [(0, B), (B, B)]
+
+
 def test_cli_explain(tmp_path, toy, vectors, capsys) -> None:
     from nla_lens.cli import main
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from nla_lens.errors import JobMismatchError, MissingExtraError, NLAError
+from nla_lens.errors import JobMismatchError, MissingExtraError, NLAError, VectorError
 from nla_lens.serving.jobs import explain_dataset
 from nla_lens.serving.ray_engine import WORK_SUFFIX
 from nla_lens.serving.ray_engine.plan import InputSet
@@ -112,6 +112,27 @@ def test_input_set_reads_fixed_blocks_across_files(tmp_path, vectors) -> None:
     table, got = InputSet.open(tmp_path / "v.npy").read(16, 20)
     np.testing.assert_array_equal(got, vectors[16:20])
     assert table.column("row").to_pylist() == [16, 17, 18, 19]
+
+
+def test_worker_names_a_bad_row_by_its_row_in_the_input(tmp_path, toy, nla, vectors) -> None:
+    """The actor's own code, called in this process (no Ray needed): NaN at input row 13."""
+    from nla_lens.core.sampling import Sampling
+    from nla_lens.serving.ray_engine.worker import BlockExplainer, WorkerConfig
+
+    bad = vectors.copy()
+    bad[13, 0] = np.nan
+    np.save(tmp_path / "v.npy", bad)
+    s = Sampling(max_new_tokens=8, batch_size=4, seed=0)
+    config = WorkerConfig(
+        av=str(toy.av), ar=str(toy.ar), backends=(), device="cpu", dtype="float32", sampling=s,
+        inputs=InputSet.open(tmp_path / "v.npy"), output=str(tmp_path / "out.parquet"),
+        block_rows=8, identity=nla.provenance(s).identity(), torch_threads=1, chunks_in_flight=1,
+    )  # fmt: skip
+    worker = BlockExplainer(config)
+    assert worker.error is None, worker.error
+    with pytest.raises(VectorError, match=r"v\.npy: vectors rows \[13\] contain NaN"):
+        worker._explain(8, bad[8:16])
+    assert len(worker._explain(0, bad[:8])) == 8
 
 
 def test_import_does_not_pull_ray() -> None:

@@ -39,6 +39,7 @@ from ...core.backend import GenerationBackend
 from ...core.pair import NLAPair
 from ...core.progress import bar_options
 from ...core.sampling import Sampling
+from ...core.vectors import as_vector_batch
 from ...errors import NLAError, VectorError
 from .output import record, write_output
 from .progress import PARTIAL_SUFFIX, RAY_WORK_SUFFIX, Progress
@@ -282,15 +283,12 @@ def _run(
             for start, vectors in src.chunks(s.batch_size):
                 if done.get(start) == len(vectors):
                     continue
-                try:
-                    exps = nla.explain(
-                        vectors, sampling=s.replace(seed=seed0 + start * s.samples), progress=False
-                    )
-                except VectorError as exc:
-                    raise VectorError(
-                        f"{src_path}, rows {start}..{start + len(vectors) - 1} (row numbers in the "
-                        f"message are within this chunk: add {start} for the row of the file): {exc}"
-                    ) from exc
+                rows = as_vector_batch(
+                    vectors, nla.d_model, what=f"{src_path}: vectors", first_row=start
+                )
+                exps = nla.explain(
+                    rows, sampling=s.replace(seed=seed0 + start * s.samples), progress=False
+                )
                 partial.commit_chunk(start, len(vectors), [record(start, e) for e in exps])
                 computed += len(vectors)
                 bar.update(len(vectors))

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...core.sampling import Sampling
 from ...core.vectors import as_vector_batch
-from ...errors import NLAError, VectorError
+from ...errors import NLAError
 from ..jobs.output import append_results, record
 from ..jobs.sources import pyarrow
 from .plan import InputSet, WorkDir, write_block
@@ -148,15 +148,12 @@ class BlockExplainer:
         starts = list(range(lo, lo + len(vectors), B))
         rows = {}
         for start in starts:
-            try:
-                rows[start] = as_vector_batch(
-                    vectors[start - lo : start - lo + B], self.nla.d_model
-                )
-            except VectorError as exc:
-                raise VectorError(
-                    f"{c.inputs.path}, rows {start}..{start + min(B, lo + len(vectors) - start) - 1} "
-                    f"(row numbers in the message are within this chunk): {exc}"
-                ) from exc
+            rows[start] = as_vector_batch(
+                vectors[start - lo : start - lo + B],
+                self.nla.d_model,
+                what=f"{c.inputs.path}: vectors",
+                first_row=start,
+            )
 
         def decode(start: int) -> list[Any]:
             av = self.avs[(start // B) % len(self.avs)]
