@@ -275,3 +275,25 @@ def test_server_backend_job_equals_local(tmp_path, toy, nla, vectors, loopback) 
     a, b = rows(local_out), rows(remote_out)
     assert [r["raw"] for r in a] == [r["raw"] for r in b]
     assert [r["cos"] for r in a] == pytest.approx([r["cos"] for r in b], rel=1e-6)
+
+
+def test_lock_taken_on_a_replaced_file_is_retaken(tmp_path) -> None:
+    """Job B opened the lock file just before job A released (and unlinked) it: B's
+    flock on the old file succeeds but guards nothing, so B takes the lock again on the
+    file now at the path, and job C is refused."""
+    from nla_lens.serving.jobs.job import LOCK_SUFFIX, _JobLock
+
+    out = tmp_path / "out.parquet"
+    a = _JobLock(out).__enter__()
+    stale = open(str(out) + LOCK_SUFFIX, "a+")  # B's early open of A's file
+    a.__exit__(None, None, None)
+    b = _JobLock(out)
+    opens = iter([stale])
+    real_open = b._open
+    b._open = lambda: next(opens, None) or real_open()
+    b.__enter__()
+    assert b._fh is not stale and b._still_at_path(b._fh)
+    with pytest.raises(NLAError, match="another explain_dataset job"):
+        _JobLock(out).__enter__()
+    b.__exit__(None, None, None)
+    assert stale.closed

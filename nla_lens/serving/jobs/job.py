@@ -50,6 +50,7 @@ __all__ = ["JobResult", "explain_dataset"]
 
 log = logging.getLogger("nla_lens.jobs")
 LOCK_SUFFIX = ".lock"
+_LOCK_TRIES = 20
 
 
 def _load_nla(
@@ -209,21 +210,40 @@ class _JobLock:
             import fcntl
         except ImportError:  # no flock (Windows): SQLite's own locking still guards the progress
             return self
+        for _ in range(_LOCK_TRIES):
+            fh = self._open()
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                fh.close()
+                raise NLAError(
+                    f"another explain_dataset job is writing {self.path.name.removesuffix(LOCK_SUFFIX)} "
+                    f"(it holds the lock {self.path}). Wait for it to finish, or give this job another "
+                    "output path; if no job is running, the lock is released and you can run again."
+                ) from exc
+            # The holder unlinks the file as it releases it: a lock taken on a file that
+            # is no longer at the path guards nothing (a third job would lock a new file).
+            if self._still_at_path(fh):
+                self._fh = fh
+                return self
+            fh.close()
+        raise NLAError(
+            f"could not take the job lock {self.path}: it kept being replaced; run again."
+        )
+
+    def _open(self) -> Any:
         try:
-            fh = open(self.path, "a+")  # held for the job's life
+            return open(self.path, "a+")  # held for the job's life
         except OSError as exc:
             raise NLAError(f"cannot create the job lock {self.path}: {exc}.") from exc
+
+    def _still_at_path(self, fh: Any) -> bool:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            fh.close()
-            raise NLAError(
-                f"another explain_dataset job is writing {self.path.name.removesuffix(LOCK_SUFFIX)} "
-                f"(it holds the lock {self.path}). Wait for it to finish, or give this job another "
-                "output path; if no job is running, the lock is released and you can run again."
-            ) from exc
-        self._fh = fh
-        return self
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fh.fileno())
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
