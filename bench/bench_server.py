@@ -35,7 +35,7 @@ def models(tmp: Path) -> list[tuple[str, Path, bool]]:
     """(label, checkpoint, goal applies). The tiny random Gemma-3 decodes every one of
     max_new_tokens, as real explanations run to 50-200 tokens; the toy AV stops after
     ~6 tokens, where HTTP and JSON overhead dominate (reported, no goal)."""
-    from tests.serving._tiny import build_tiny_gemma3
+    from tests.helpers import build_tiny_gemma3
 
     out = [("tiny Gemma-3, full decode", build_tiny_gemma3(tmp / "tiny"), True)]
     try:
