@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..errors import NLAError
-from ._pair import add_pair_args, resolve
+from ._pair import TOY, add_pair_args, resolve
 
 DEFAULT_TEXT = "the cat went to the old house near the river in the city"
 
@@ -20,7 +20,16 @@ How to read this:
            close to 1 almost everywhere (deep residuals cluster around their mean), so
            fve_nrm is the number to watch: the released Gemma-3-12B pair reaches ~0.77.
   Good:    fve_nrm above ~0.5 means the words carry most of what is in the vector.
+"""
 
+TOY_NOTE = """\
+  The toy: its explanations name only the token and the token the subject expects next.
+           Where a residual holds more of its context than that (place words in a
+           sentence, for one), fve_nrm falls below 0 even when the words are right:
+           the score says that the words miss something, as it should.
+"""
+
+TRY_NEXT = """
 Try next:
   nla-lens transcript "the cat is in the house" --html t.html   (every token, as a page)
   nla-lens explain vectors.npy --av toy --ar toy --output out.parquet   (a dataset, resumable)
@@ -97,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(positions)} positions explained and scored in {time.perf_counter() - t0:.1f}s (offline)\n"
     )
-    print(GUIDE)
+    print(GUIDE + (TOY_NOTE if args.av == TOY else "") + TRY_NEXT)
     return 0
