@@ -47,6 +47,9 @@ def supports(model: Any, total_length: int) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
+    can_set = getattr(model, "_can_set_attn_implementation", None)
+    if can_set is None or not can_set():  # transformers would ignore the switch
+        return False
     if any(
         getattr(m, "config", config) is not config for m in model.modules()
     ):  # a layer reading another config would not see the switch of attention
@@ -248,6 +251,9 @@ def active(model: Any, cache: Any) -> Iterator[None]:
     register()
     before = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
+    if model.config._attn_implementation != ATTENTION_NAME:  # guarded by supports(); never silent
+        model.set_attn_implementation(before)
+        raise RuntimeError(f"{type(model).__name__} did not switch to {ATTENTION_NAME} attention")
     _stack().append(cache)
     try:
         yield

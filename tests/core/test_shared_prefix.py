@@ -127,6 +127,15 @@ def test_falls_back_past_a_sliding_window(toy):
     ]
 
 
+def test_a_model_that_cannot_switch_attention_is_not_routed(toy, monkeypatch):
+    from nla_lens.core.loading import load_tokenizer
+
+    model = tiny_model("llama", len(load_tokenizer(toy.av)))
+    assert shared_prefix.supports(model, 10)
+    monkeypatch.setattr(type(model), "_can_set_attn_implementation", classmethod(lambda cls: False))
+    assert not shared_prefix.supports(model, 10)
+
+
 def test_unsupported_architecture_is_not_routed(toy):
     class Config:
         model_type = "gpt_oss"  # attention sinks: not plain scaled dot product

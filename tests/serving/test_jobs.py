@@ -285,7 +285,7 @@ def test_lock_taken_on_a_replaced_file_is_retaken(tmp_path) -> None:
 
     out = tmp_path / "out.parquet"
     a = _JobLock(out).__enter__()
-    stale = open(str(out) + LOCK_SUFFIX, "a+")  # B's early open of A's file
+    stale = open(str(out) + LOCK_SUFFIX, "a+")  # noqa: SIM115 (B's early open; the lock closes it)
     a.__exit__(None, None, None)
     b = _JobLock(out)
     opens = iter([stale])
