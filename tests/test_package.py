@@ -10,6 +10,8 @@ from pathlib import Path
 
 import nla_lens
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_public_names():
     for name in nla_lens.__all__:
@@ -125,3 +127,17 @@ def test_no_deprecation_warnings_in_a_normal_run():
     warned = [line for line in out.stdout.splitlines() if line.startswith("WARNING")]
     deprecations = [w for w in warned if "Deprecation" in w or "FutureWarning" in w]
     assert deprecations == [], deprecations
+
+
+def test_licence_files_ship_and_agree():
+    """The package says Apache-2.0: the full text ships, and NOTICE (Gemma terms) with it."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == "Apache-2.0"
+    assert set(project["license-files"]) == {"LICENSE", "NOTICE"}
+    assert (
+        "Apache License\n                           Version 2.0" in (REPO / "LICENSE").read_text()
+    )
+    notice = (REPO / "NOTICE").read_text(encoding="utf-8")
+    assert "Apache License, Version 2.0" in notice and "Gemma Terms of Use" in notice
