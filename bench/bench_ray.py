@@ -142,7 +142,8 @@ def main() -> int:
                     )  # fmt: skip
                     wall = time.perf_counter() - t0
                 actors = len({b["worker"] for b in watch.blocks})
-                results[workers] = (watch.steady_rate(), args.rows / wall, wall, actors)
+                per_block = sum(b["seconds"] for b in watch.blocks) / max(1, len(watch.blocks))
+                results[workers] = (watch.steady_rate(), args.rows / wall, wall, actors, per_block)
         finally:
             ray.shutdown()
         import pyarrow.parquet as pq
@@ -158,7 +159,9 @@ def main() -> int:
         f"max_new_tokens={args.max_new_tokens}, greedy; {cores} cores; toy pair in-process in each actor "
         f"(1 torch thread per actor); load average now {os.getloadavg()[0]:.1f} (other processes share the cores)"
     )
-    print(f"{'engine':<22} {'steady rows/s':>14} {'end-to-end rows/s':>18} {'wall s':>8}")
+    print(
+        f"{'engine':<22} {'steady rows/s':>14} {'end-to-end rows/s':>18} {'wall s':>8}  (s per block in an actor)"
+    )
     print(
         f"{'local, 1 thread':<22} {local_rate:14.1f} {local_rate:18.1f} {args.rows / local_rate:8.1f}"
     )
@@ -166,9 +169,10 @@ def main() -> int:
         f"{f'local, {threads} threads':<22} {local_default:14.1f} {local_default:18.1f} "
         f"{args.local_default_rows / local_default:8.1f}  (first {args.local_default_rows} rows)"
     )
-    for w, (steady, e2e, wall, actors) in results.items():
+    for w, (steady, e2e, wall, actors, per_block) in results.items():
         print(
-            f"{f'ray, {w} actor(s)':<22} {steady:14.1f} {e2e:18.1f} {wall:8.1f}  ({actors} did blocks)"
+            f"{f'ray, {w} actor(s)':<22} {steady:14.1f} {e2e:18.1f} {wall:8.1f}  ({actors} did blocks; "
+            f"{per_block:.2f} s per block)"
         )
     print(f"same explanations in all three: {identical}")
     r21 = results[2][0] / results[1][0]

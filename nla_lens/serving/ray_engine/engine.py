@@ -285,7 +285,8 @@ def _run_blocks(
         fn_constructor_kwargs={"config": config},
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        # Two blocks per actor: the next is queued while one runs, so no actor waits on dispatch.
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         num_cpus=cpus,
         num_gpus=gpus or None,
         runtime_env=runtime_env or None,
