@@ -4,7 +4,7 @@ by the AR, against one greedy (scored) explanation per vector, on the toy pair.
 Both paths are timed back to back in this run on the same vectors; the printed
 ratio is best-of-k time / greedy time (goal: at most 2x for k=4).
 
-    python bench/bench_best_of_k.py [--n 32] [--k 4] [--max-new-tokens 32] [--repeats 5]
+    python bench/bench_best_of_k.py [--n 32] [--k 4] [--max-new-tokens 32] [--repeats 15]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
     ck = toy.checkpoints()
     nla = NLA.from_pretrained(ck.av, ck.ar, device="cpu", dtype=torch.float32)
