@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointNotFoundError
+from .reading import ToyReading, read_explanation
 
 if TYPE_CHECKING:
     from .recall import TaskPair
@@ -29,7 +30,9 @@ __all__ = [
     "EXTRACTION_LAYER",
     "TaskPair",
     "ToyCheckpoints",
+    "ToyReading",
     "checkpoints",
+    "read_explanation",
     "tasks",
 ]
 
