@@ -160,7 +160,7 @@ class NLA(NLAPair):
             best = sample_explanations(
                 self, rows, sampling=sampling, progress=progress, cache=cache, **settings
             ).best
-            return Explanations(best, labels)
+            return Explanations(best, labels, baseline_fit=self.baseline_fit(rows))
         if select != "all":
             raise SamplingError(f"select must be 'all' or 'best', got {select!r}.")
         out = super().explain(

@@ -174,4 +174,17 @@ def run(args: argparse.Namespace) -> int:
         f"nla-lens explain: {result.rows} rows -> {result.results} explanations in {result.output_path} "
         f"({result.computed_rows} computed{resumed}; {result.seconds:.1f}s)"
     )
+    prov = result.provenance
+    if prov.get("baseline") is not None:
+        from ..core.metrics import Baseline
+
+        base = Baseline(
+            prov["baseline"],
+            prov["baseline_source"],
+            prov.get("baseline_n"),
+            prov.get("baseline_kind") or "user",
+        )
+        print(f"fve_nrm against {base.label}")
+    if result.baseline_fit is not None:
+        print(str(result.baseline_fit))
     return 0

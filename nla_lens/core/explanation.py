@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .metrics import BaselineFit
     from .provenance import Provenance
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "EXPLANATION_OPEN",
     "Explanation",
     "Explanations",
+    "baseline_notes",
     "extract_explanation",
     "fmt",
+    "notes_html",
 ]
 
 EXPLANATION_OPEN = "<explanation>"
@@ -65,6 +68,11 @@ class Explanation:
     def with_scores(self, mse_nrm: float, cos: float, fve_nrm: float | None) -> Explanation:
         return replace(self, mse_nrm=mse_nrm, cos=cos, fve_nrm=fve_nrm)
 
+    @property
+    def baseline(self) -> str | None:
+        """The baseline behind ``fve_nrm``, in one line (from the provenance)."""
+        return None if self.provenance is None else self.provenance.baseline_label
+
     def to_dict(self) -> dict[str, Any]:
         """One table row: ``explanation`` is the text (the column name every frame uses)."""
         return {
@@ -76,6 +84,7 @@ class Explanation:
             "mse_nrm": self.mse_nrm,
             "cos": self.cos,
             "fve_nrm": self.fve_nrm,
+            "baseline": self.baseline if self.fve_nrm is not None else None,
             "skipped": self.skipped,
         }
 
@@ -94,6 +103,22 @@ class Explanation:
         return f"{self.text}  [cos={self.cos:.3f} mse_nrm={self.mse_nrm:.3f} fve_nrm={fve}]"
 
 
+def baseline_notes(baseline: str | None, fit: BaselineFit | None) -> list[str]:
+    """The lines every scored result shows: the baseline behind fve_nrm, and the fit check
+    (``BASELINE DOES NOT FIT: ...`` when it failed)."""
+    out = [] if baseline is None else [f"fve_nrm against {baseline}"]
+    return out + ([] if fit is None else [str(fit)])
+
+
+def notes_html(notes: Sequence[str]) -> str:
+    """:func:`baseline_notes` as HTML lines (a failed fit check in red)."""
+    return "".join(
+        f"<div class='nla-note' style='color:{'#b00' if n.startswith('BASELINE DOES NOT') else '#555'}'>"
+        f"{html.escape(n)}</div>"
+        for n in notes
+    )
+
+
 def fmt(x: float | None, spec: str = ".3f") -> str:
     """A score for display: ``n/a`` when absent."""
     return "n/a" if x is None else format(x, spec)
@@ -105,14 +130,30 @@ class Explanations(list[Explanation]):
 
     ``labels`` names each input row when the input had more structure than a flat
     batch (``{"batch": b, "position": p}`` for a ``[batch, pos, d]`` tensor), and
-    the frame keeps those columns.
+    the frame keeps those columns. ``baseline_fit`` is the call's baseline fit check
+    (:class:`~nla_lens.core.metrics.BaselineFit`; None below 32 vectors or without a
+    baseline): when it does not fit, every ``fve_nrm`` here is relative to another
+    distribution's spread, and the table says so.
     """
 
     def __init__(
-        self, items: Iterable[Explanation] = (), labels: Sequence[dict[str, Any]] | None = None
+        self,
+        items: Iterable[Explanation] = (),
+        labels: Sequence[dict[str, Any]] | None = None,
+        baseline_fit: BaselineFit | None = None,
     ) -> None:
         super().__init__(items)
         self.labels: list[dict[str, Any]] | None = None if labels is None else list(labels)
+        self.baseline_fit = baseline_fit
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline behind these ``fve_nrm`` (None when they have none)."""
+        return next((e.baseline for e in self if e.fve_nrm is not None), None)
+
+    def notes(self) -> list[str]:
+        """What a reader must know before reading the scores: the baseline, and the fit check."""
+        return baseline_notes(self.baseline, self.baseline_fit)
 
     @property
     def texts(self) -> list[str]:
@@ -126,7 +167,12 @@ class Explanations(list[Explanation]):
         for e in self:
             label = self.labels[e.index] if self.labels is not None else {}
             rows.append({**label, **e.to_dict()})
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        frame.attrs["baseline"] = self.baseline
+        if self.baseline_fit is not None:
+            frame.attrs["baseline_fit"] = str(self.baseline_fit)
+            frame.attrs["baseline_fits"] = self.baseline_fit.fits
+        return frame
 
     def __repr__(self) -> str:
         n_vec = len({e.index for e in self})
@@ -147,7 +193,8 @@ class Explanations(list[Explanation]):
                 + f"<td style='text-align:left'>{html.escape(text)}</td>"
                 + f"<td>{fmt(e.cos)}</td><td>{fmt(e.fve_nrm)}</td></tr>"
             )  # fmt: skip
+        notes = notes_html(self.notes())
         return (
-            f"<div><b>Explanations</b>: {len(self)}</div>"
+            f"<div><b>Explanations</b>: {len(self)}</div>{notes}"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         )

@@ -8,7 +8,9 @@ baseline of a reference set of activations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -17,38 +19,60 @@ from torch import Tensor
 from ..errors import VectorError
 
 __all__ = [
+    "FIT_MIN_VECTORS",
+    "FIT_RATIO",
     "PUBLISHED_BASELINES",
     "Baseline",
+    "BaselineFit",
+    "BaselineKind",
     "Scores",
     "baseline_for",
+    "check_fit",
     "estimate_baseline",
     "normalize",
     "score_vectors",
 ]
 
 
+BaselineKind = Literal["published", "build", "estimated", "user"]
+
+
 @dataclass(frozen=True)
 class Baseline:
-    """A predict-the-mean baseline ``Var(v_n)`` and where it came from."""
+    """A predict-the-mean baseline ``Var(v_n)`` and where it came from.
+
+    ``kind`` says how it was obtained: ``"published"`` (the released pair's own
+    training distribution), ``"build"`` (measured by the toy builder on a named
+    distribution), ``"estimated"`` (from activations you passed to
+    ``nla.set_baseline``) or ``"user"`` (a number you gave). ``n`` is the number of
+    vectors it was measured on, where known.
+    """
 
     variance: float
     source: str
     n: int | None = None
+    kind: BaselineKind = "user"
+
+    @property
+    def label(self) -> str:
+        """One line for tables and pages: ``Var(v_n) 0.0670, build: <source>, n=1000``."""
+        n = "" if self.n is None else f", n={self.n}"
+        return f"Var(v_n) {self.variance:.4g}, {self.kind}: {self.source}{n}"
 
 
 #: Var(v_n) on each released pair's training distribution (docs/recipe.md, section 7), keyed by AV hub id.
 PUBLISHED_BASELINES: dict[str, Baseline] = {
     "kitft/nla-gemma3-12b-L32-av": Baseline(
-        0.0302, "published: Gemma-3-12B L32 training distribution"
+        0.0302, "Gemma-3-12B L32 training distribution", kind="published"
     ),
     "kitft/nla-gemma3-27b-L41-av": Baseline(
-        0.0579, "published: Gemma-3-27B L41 training distribution"
+        0.0579, "Gemma-3-27B L41 training distribution", kind="published"
     ),
     "kitft/nla-qwen2.5-7b-L20-av": Baseline(
-        0.7335, "published: Qwen2.5-7B L20 training distribution"
+        0.7335, "Qwen2.5-7B L20 training distribution", kind="published"
     ),
     "kitft/Llama-3.3-70B-NLA-L53-av": Baseline(
-        0.9169, "published: Llama-3.3-70B L53 training distribution"
+        0.9169, "Llama-3.3-70B L53 training distribution", kind="published"
     ),
 }
 
@@ -94,7 +118,73 @@ def estimate_baseline(
     scale = mse_scale if mse_scale is not None else vectors.shape[-1] ** 0.5
     vn = normalize(vectors, scale)
     var = ((vn - vn.mean(dim=0, keepdim=True)) ** 2).mean().item()
-    return Baseline(var, f"estimated from {vectors.shape[0]} user activations", n=vectors.shape[0])
+    return Baseline(var, "your activations", n=vectors.shape[0], kind="estimated")
+
+
+#: The fit check runs when one call explains at least this many vectors ...
+FIT_MIN_VECTORS = 32
+#: ... and flags their own spread when it is more than this factor off the baseline, either way.
+FIT_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class BaselineFit:
+    """Do the explained vectors look like the baseline's distribution?
+
+    ``spread`` is the vectors' own ``Var(v_n)`` (the baseline they would give),
+    ``ratio = spread / baseline.variance``; ``fits`` is False when the ratio is
+    more than :data:`FIT_RATIO` off either way. Then every ``fve_nrm`` of the call is
+    measured against another distribution's spread: too high a ratio makes good
+    explanations score far below 0, too low a ratio flatters them.
+    """
+
+    spread: float
+    baseline: Baseline
+    ratio: float
+    n: int
+    fits: bool
+
+    @property
+    def message(self) -> str:
+        """What the check found and, when it does not fit, the fix."""
+        head = (
+            f"these {self.n} vectors spread {self.ratio:.2g}x as much as the fve_nrm baseline "
+            f"(their own Var(v_n) {self.spread:.4g} vs {self.baseline.label})"
+        )
+        if self.fits:
+            return head + ": the baseline fits them."
+        why = (
+            "so fve_nrm reads far below what the words capture (correct explanations can score < 0)"
+            if self.ratio > 1
+            else "so fve_nrm flatters every explanation"
+        )
+        return (
+            f"{head}: the baseline comes from another distribution, {why}. Score against your "
+            "own distribution: nla.set_baseline(activations) with a few hundred residuals like "
+            "these (these very vectors will do), or a baseline shipped with the pair "
+            "(nla.baselines). If these vectors are a deliberately narrow slice (one token, one "
+            "prompt), keep the baseline and compare scores within the slice."
+        )
+
+    def __str__(self) -> str:
+        return ("baseline fits: " if self.fits else "BASELINE DOES NOT FIT: ") + self.message
+
+
+def check_fit(
+    vectors: Float[Tensor, "n d_model"],
+    baseline: Baseline | None,
+    *,
+    mse_scale: float,
+    min_vectors: int = FIT_MIN_VECTORS,
+    ratio: float = FIT_RATIO,
+) -> BaselineFit | None:
+    """The baseline fit check of one call (None with no baseline or fewer than ``min_vectors``)."""
+    if baseline is None or vectors.ndim != 2 or vectors.shape[0] < min_vectors:
+        return None
+    spread = estimate_baseline(vectors, mse_scale=mse_scale).variance
+    r = spread / baseline.variance
+    fits = math.isfinite(r) and 1.0 / ratio <= r <= ratio
+    return BaselineFit(spread, baseline, r, int(vectors.shape[0]), fits)
 
 
 @dataclass(frozen=True)

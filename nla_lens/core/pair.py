@@ -16,12 +16,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import PairMismatchError
+from ..errors import PairMismatchError, VectorError
 from .backend import GenerationBackend
 from .explanation import Explanation, Explanations
 from .loading import CheckpointSource
-from .metrics import Baseline, Scores, baseline_for, estimate_baseline
-from .provenance import CheckpointRecord, Provenance
+from .metrics import Baseline, BaselineFit, Scores, baseline_for, check_fit, estimate_baseline
+from .provenance import CheckpointRecord, Provenance, baseline_fields
 from .reconstructor import Reconstructor
 from .sampling import Sampling
 from .vectors import as_vector_batch
@@ -59,25 +59,42 @@ def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointReco
     )
 
 
-def _default_baseline(av: Verbalizer) -> Baseline | None:
-    return default_baseline(av.source, av.meta.base_model)
+#: The toy's default baseline: the distribution its AV and AR were measured on at build time.
+TOY_DEFAULT_BASELINE = "generic"
+
+
+def shipped_baselines(
+    source: CheckpointSource | None, base_model: str | None
+) -> dict[str, Baseline]:
+    """The named baselines that come with a pair: ``{"published": ...}`` for a released
+    pair, the toy builder's (``"generic"``, ``"task"``, ``"chat"``) for the toy pair."""
+    if source is None:
+        return {}
+    published = baseline_for(source.hub_id)
+    if published is not None:
+        return {"published": published}
+    quality = source.path.parent / "quality.json"
+    if base_model != TOY_BASE_MODEL or not quality.is_file():
+        return {}
+    data = json.loads(quality.read_text(encoding="utf-8"))
+    named = data.get("baselines")
+    if named is None:  # a toy built before the named baselines
+        return {
+            "generic": Baseline(
+                float(data["baseline_var"]), "toy held-out random sequences", data.get("n"), "build"
+            )
+        }
+    return {
+        name: Baseline(float(b["variance"]), str(b["source"]), b.get("n"), "build")
+        for name, b in named.items()
+    }
 
 
 def default_baseline(source: CheckpointSource | None, base_model: str | None) -> Baseline | None:
-    """The fve baseline a pair gets by default, from its AV's source and base model."""
-    if source is None:
-        return None
-    published = baseline_for(source.hub_id)
-    if published is not None:
-        return published
-    # A toy pair (python -m nla_lens.toy build) carries the baseline its builder measured.
-    quality = source.path.parent / "quality.json"
-    if base_model == TOY_BASE_MODEL and quality.is_file():
-        data = json.loads(quality.read_text())
-        return Baseline(
-            float(data["baseline_var"]), "toy pair: measured at build time", n=data.get("n")
-        )
-    return None
+    """The fve baseline a pair gets by default: the published one of a released pair, the
+    toy builder's generic one for the toy pair, else None."""
+    shipped = shipped_baselines(source, base_model)
+    return shipped.get("published", shipped.get(TOY_DEFAULT_BASELINE))
 
 
 class NLAPair:
@@ -114,9 +131,11 @@ class NLAPair:
                 )
         self.av = av
         self.ar = ar
-        if isinstance(baseline, (int, float)):
-            baseline = Baseline(float(baseline), "given by the user")
-        self.baseline: Baseline | None = baseline if baseline is not None else _default_baseline(av)
+        #: Named baselines shipped with the pair (``nla.set_baseline(name)`` picks one).
+        self.baselines: dict[str, Baseline] = shipped_baselines(av.source, av.meta.base_model)
+        self.baseline: Baseline | None = default_baseline(av.source, av.meta.base_model)
+        if baseline is not None:
+            self.set_baseline(baseline)
 
     @classmethod
     def from_pretrained(
@@ -219,7 +238,17 @@ class NLAPair:
             samples=samples, seed=seed, batch_size=batch_size,
         )  # fmt: skip
         v = as_vector_batch(vectors, self.d_model)
-        return Explanations(self.explain_rows(v, s, score=score, progress=progress, cache=cache))
+        rows = self.explain_rows(v, s, score=score, progress=progress, cache=cache)
+        return Explanations(rows, baseline_fit=self.baseline_fit(v) if score else None)
+
+    def baseline_fit(self, vectors: Any) -> BaselineFit | None:
+        """The baseline fit check (see :class:`~nla_lens.core.metrics.BaselineFit`): do
+        ``vectors`` spread like the baseline's distribution? None without an AR or a
+        baseline, or for fewer than 32 vectors."""
+        if self.ar is None:
+            return None
+        v = vectors if isinstance(vectors, Tensor) else as_vector_batch(vectors, self.d_model)
+        return check_fit(v, self.baseline, mse_scale=self.ar.mse_scale)
 
     def explain_rows(
         self,
@@ -275,9 +304,27 @@ class NLAPair:
         )
 
     def set_baseline(self, vectors_or_variance: Any) -> Baseline:
-        """Use your own baseline: a variance, or activations to estimate ``Var(v_n)`` from."""
-        if isinstance(vectors_or_variance, (int, float)):
-            self.baseline = Baseline(float(vectors_or_variance), "given by the user")
+        """Use another baseline for ``fve_nrm``: activations to estimate ``Var(v_n)`` from
+        (a few hundred like the ones you explain), a number, a :class:`Baseline`, or the
+        name of one shipped with the pair (``nla.baselines``: ``"published"``; the toy's
+        ``"generic"``, ``"task"``, ``"chat"``)."""
+        if isinstance(vectors_or_variance, Baseline):
+            self.baseline = vectors_or_variance
+        elif isinstance(vectors_or_variance, str):
+            if vectors_or_variance not in self.baselines:
+                raise VectorError(
+                    f"no baseline named {vectors_or_variance!r} ships with this pair; it has "
+                    f"{sorted(self.baselines) or 'none'}. Pass activations to estimate one "
+                    "(nla.set_baseline(vectors)) or a variance."
+                )
+            self.baseline = self.baselines[vectors_or_variance]
+        elif isinstance(vectors_or_variance, (int, float)):
+            variance = float(vectors_or_variance)
+            if not (variance > 0 and variance < float("inf")):
+                raise VectorError(
+                    f"a baseline Var(v_n) must be a positive finite number, got {vectors_or_variance!r}."
+                )
+            self.baseline = Baseline(variance, "given by the user")
         else:
             v = as_vector_batch(vectors_or_variance, self.d_model)
             mse_scale = self.ar.mse_scale if self.ar is not None else None
@@ -312,8 +359,7 @@ class NLAPair:
             backend=self.av.backend.name,
             sampling=settings,
             seed=s.seed,
-            baseline=None if self.baseline is None else self.baseline.variance,
-            baseline_source=None if self.baseline is None else self.baseline.source,
+            **baseline_fields(self.baseline),
         )
 
     def __repr__(self) -> str:

@@ -7,9 +7,18 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["IDENTITY_FIELDS", "CheckpointRecord", "Provenance", "package_version"]
+if TYPE_CHECKING:
+    from .metrics import Baseline
+
+__all__ = [
+    "IDENTITY_FIELDS",
+    "CheckpointRecord",
+    "Provenance",
+    "baseline_fields",
+    "package_version",
+]
 
 #: What identifies a checkpoint for caches, job fingerprints and provenance alike.
 IDENTITY_FIELDS = ("hub_id", "revision", "commit", "content_sha256", "sidecar_sha256")
@@ -53,6 +62,8 @@ class Provenance:
     seed: int | None
     baseline: float | None
     baseline_source: str | None
+    baseline_kind: str | None = None
+    baseline_n: int | None = None
     versions: dict[str, str | None] = field(
         default_factory=lambda: {
             "nla_lens": package_version("nla-lens"),
@@ -63,6 +74,16 @@ class Provenance:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def baseline_label(self) -> str | None:
+        """The baseline behind ``fve_nrm`` in one line (None without one)."""
+        if self.baseline is None:
+            return None
+        from .metrics import Baseline
+
+        kind: Any = self.baseline_kind or "user"
+        return Baseline(self.baseline, str(self.baseline_source), self.baseline_n, kind).label
 
     def identity(self) -> dict[str, Any]:
         """What fixes a result besides the vector and the sampling settings: both
@@ -82,3 +103,15 @@ class Provenance:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def baseline_fields(baseline: Baseline | None) -> dict[str, Any]:
+    """The provenance fields of a baseline (all None without one)."""
+    if baseline is None:
+        return dict(baseline=None, baseline_source=None, baseline_kind=None, baseline_n=None)
+    return dict(
+        baseline=baseline.variance,
+        baseline_source=baseline.source,
+        baseline_kind=baseline.kind,
+        baseline_n=baseline.n,
+    )

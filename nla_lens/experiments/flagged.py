@@ -43,10 +43,13 @@ def explain_flagged(
     reasons = why_unexplainable(v)
     good = [i for i, r in enumerate(reasons) if r is None]
     by_row: dict[int, list[Explanation]] = {}
+    fit = None
     if good:
-        for e in nla.explain(v[good], sampling=sampling, **options):
+        explained = nla.explain(v[good], sampling=sampling, **options)
+        fit = explained.baseline_fit
+        for e in explained:
             by_row.setdefault(good[e.index], []).append(replace(e, index=good[e.index]))
-    out = Explanations()
+    out = Explanations(baseline_fit=fit)
     for i, reason in enumerate(reasons):
         if reason is None:
             out.extend(by_row[i])

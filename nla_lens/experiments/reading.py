@@ -110,6 +110,8 @@ def build_transcript(
         model_name=str(name),
         injection_scale=nla.av.meta.injection_scale,
         meta={"reply": gen.reply_text[0] if reply_tokens and gen.reply_text else None},
+        baseline=exps.baseline,
+        baseline_fit=exps.baseline_fit,
     )
 
 

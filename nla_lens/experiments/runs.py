@@ -19,7 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..core.explanation import Explanation, fmt
+from ..core.explanation import Explanation, baseline_notes, fmt, notes_html
+from ..core.metrics import BaselineFit
 from ..core.pair import NLAPair
 from ..core.sampling import Sampling
 from ..errors import PairMismatchError
@@ -79,6 +80,13 @@ class ExplainedRun:
     logits: Tensor | None = None
     label: str = "run"
     nla: NLAPair | None = field(default=None, repr=False, compare=False)
+    #: The call's baseline fit check (see ``Explanations.baseline_fit``).
+    baseline_fit: BaselineFit | None = field(default=None, repr=False, compare=False)
+
+    def notes(self) -> list[str]:
+        """The baseline behind the scores, and the fit check's verdict."""
+        base = next((e.baseline for e in self.explanations if e.fve_nrm is not None), None)
+        return baseline_notes(base, self.baseline_fit)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -91,7 +99,7 @@ class ExplainedRun:
         """One row per explained position."""
         import pandas as pd
 
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             [
                 {
                     "run": self.label,
@@ -108,6 +116,8 @@ class ExplainedRun:
                 for i, ((b, p), e) in enumerate(zip(self.rows, self.explanations, strict=True))
             ]
         )
+        frame.attrs["notes"] = self.notes()
+        return frame
 
     def to_html(self) -> HTMLPage:
         """A table of the explained positions, each row coloured by fve_nrm;
@@ -124,7 +134,8 @@ class ExplainedRun:
         return HTMLPage(
             f"<div><b>ExplainedRun</b> {html.escape(self.label)}: {len(self)} positions "
             "(rows coloured by fve_nrm: red 0, green 1)</div>"
-            "<table><thead><tr><th>batch</th><th>pos</th><th>token</th><th>explanation</th>"
+            + notes_html(self.notes())
+            + "<table><thead><tr><th>batch</th><th>pos</th><th>token</th><th>explanation</th>"
             f"<th>cos</th><th>fve_nrm</th></tr></thead><tbody>{body}</tbody></table>",
             title=f"ExplainedRun {self.label}",
         )
@@ -355,4 +366,5 @@ def explain_run(
         logits=cap.logits,
         label=label,
         nla=nla,
+        baseline_fit=exps.baseline_fit,
     )

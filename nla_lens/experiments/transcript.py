@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core.explanation import Explanation
+from ..core.explanation import Explanation, baseline_notes, notes_html
 from .html import HTMLPage, fve_colour
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..core.metrics import BaselineFit
 
 __all__ = ["EARLY_POSITIONS", "Transcript", "TranscriptEntry", "noise_flags"]
 
@@ -98,6 +100,13 @@ class Transcript:
     model_name: str = ""
     injection_scale: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The baseline behind fve_nrm and the call's fit check (see ``Explanations.baseline_fit``).
+    baseline: str | None = None
+    baseline_fit: BaselineFit | None = None
+
+    def notes(self) -> list[str]:
+        """The baseline behind the scores, and the fit check's verdict."""
+        return baseline_notes(self.baseline, self.baseline_fit)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -123,6 +132,7 @@ class Transcript:
                 if self.injection_scale
                 else "."
             ),
+            *self.notes(),
             "",
         ]
         for e in self.entries:
@@ -163,7 +173,11 @@ class Transcript:
             for e in self.entries
             for ex in e.explanations
         ]
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        frame.attrs["baseline"] = self.baseline
+        if self.baseline_fit is not None:
+            frame.attrs["baseline_fit"] = str(self.baseline_fit)
+        return frame
 
     def to_html(self) -> HTMLPage:
         """Notebook HTML: tokens coloured by fve_nrm (red low, green high), explanations below;
@@ -195,7 +209,8 @@ class Transcript:
         return HTMLPage(
             f'<div class="nla-transcript"><div><b>NLA transcript</b> {html.escape(self.model_name)} '
             f"layer {self.layer}; colour = fve_nrm (red 0, green 1); dashed = noisy position</div>"
-            f"<div style='line-height:2'>{''.join(cells)}</div>"
+            + notes_html(self.notes())
+            + f"<div style='line-height:2'>{''.join(cells)}</div>"
             "<table><thead><tr><th>pos</th><th>token</th><th>section</th><th>||v||</th><th>cos</th>"
             f"<th>fve_nrm</th><th>flags</th><th>explanation</th></tr></thead><tbody>{rows}</tbody></table></div>",
             title=f"NLA transcript: {self.model_name} layer {self.layer}",

@@ -41,6 +41,7 @@ from ...core.progress import bar_options
 from ...core.sampling import Sampling
 from ...core.vectors import as_vector_batch
 from ...errors import NLAError, VectorError
+from .fit import dataset_fit, fit_record
 from .output import record, write_output
 from .progress import PARTIAL_SUFFIX, RAY_WORK_SUFFIX, Progress
 from .result import _SCHEMA_VERSION, JobResult
@@ -316,10 +317,12 @@ def _run(
             "input": str(src_path), "rows": n, "batch_size": s.batch_size, "samples": s.samples,
             "row_seed": "seed + row * samples + sample (per request on servers; per chunk in-process)",
         }  # fmt: skip
-        meta = {**prov.to_dict(), "job": job}
+        mse_scale = None if nla.ar is None else nla.ar.mse_scale
+        fit = dataset_fit([src_path], nla.d_model, nla.baseline, mse_scale)
+        meta = {**prov.to_dict(), "baseline_fit": fit_record(fit), "job": job}
         write_output(src, partial, out, s.samples, meta, pa, pq)
     except BaseException:
         partial.close()
         raise
     partial.remove()
-    return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta)
+    return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta, fit)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...core.metrics import BaselineFit
 
 __all__ = ["JobResult"]
 
@@ -23,3 +26,5 @@ class JobResult:
     resumed_rows: int
     seconds: float
     provenance: dict[str, Any]
+    #: The baseline fit check on the input's first rows (see ``nla_lens.core.metrics.BaselineFit``).
+    baseline_fit: BaselineFit | None = None

@@ -10,17 +10,19 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ...core.checkpoint import open_checkpoint
 from ...core.loading import default_dtype
+from ...core.metrics import Baseline
 from ...core.pair import NLAPair, _record, default_baseline
 from ...core.progress import bar_options
-from ...core.provenance import Provenance
+from ...core.provenance import Provenance, baseline_fields
 from ...core.sampling import Sampling
 from ...errors import MissingExtraError, NLAError
+from ..jobs.fit import dataset_fit, fit_record
 from ..jobs.progress import PARTIAL_SUFFIX
 from ..jobs.result import _SCHEMA_VERSION, JobResult
 from .plan import InputSet, WorkDir, assemble, job_params
@@ -68,6 +70,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
     return True
 
 
+class PairFacts(NamedTuple):
+    """What the driver reads from the sidecars: provenance, baseline, AR mse_scale, d_model."""
+
+    provenance: Provenance
+    baseline: Baseline | None
+    mse_scale: float | None
+    d_model: int
+
+
 def describe_pair(
     av: str | os.PathLike[str],
     ar: str | os.PathLike[str] | None,
@@ -75,33 +86,36 @@ def describe_pair(
     device: str,
     dtype: torch.dtype | None,
     sampling: Sampling,
-) -> Provenance:
+) -> PairFacts:
     """The provenance the workers' pair will report, from the checkpoints' files and
-    sidecars only (no weights are loaded on the driver). Each worker checks it."""
+    sidecars only (no weights are loaded on the driver), with what the driver's baseline
+    fit check needs. Each worker checks the provenance."""
     av_ck = open_checkpoint(
         av, "av", "Verbalizer", device=device, dtype=dtype, revision=None, token=None,
         cache_dir=None, strict_sidecar=False,
     )  # fmt: skip
     ar_rec = None
+    mse_scale = None
     if ar is not None:
         ar_ck = open_checkpoint(
             ar, "ar", "Reconstructor", device=device, dtype=dtype, revision=None, token=None,
             cache_dir=None, strict_sidecar=False,
         )  # fmt: skip
         ar_rec = _record(ar_ck.source, ar_ck.meta.sha256)
+        mse_scale = ar_ck.meta.mse_scale
     baseline = default_baseline(av_ck.source, av_ck.meta.base_model)
     settings = sampling.to_dict()
     settings.pop("seed")
-    return Provenance(
+    prov = Provenance(
         av=_record(av_ck.source, av_ck.meta.sha256),
         ar=ar_rec,
         dtype=str(av_ck.dtype).removeprefix("torch."),
         backend=backend_name,
         sampling=settings,
         seed=sampling.seed,
-        baseline=None if baseline is None else baseline.variance,
-        baseline_source=None if baseline is None else baseline.source,
+        **baseline_fields(baseline),
     )
+    return PairFacts(prov, baseline, mse_scale, av_ck.meta.d_model)
 
 
 def _backends(backend: Any) -> tuple[Any, ...]:
@@ -212,7 +226,8 @@ def explain_dataset_ray(
         dev = str(device) if device is not None else ("cuda" if gpus > 0 else "cpu")
         dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         dt = dt or default_dtype(torch.device(dev))
-        prov = describe_pair(av, ar, backends[0].name if backends else "local", dev, dt, s)
+        facts = describe_pair(av, ar, backends[0].name if backends else "local", dev, dt, s)
+        prov = facts.provenance
         params = job_params(_SCHEMA_VERSION, inputs, prov.identity(), s, block_rows)
         work.check_params(params)
         done = work.done(n_blocks)
@@ -248,10 +263,11 @@ def explain_dataset_ray(
         "row_seed": "seed + row * samples + sample (per request on servers; per chunk in-process)",
         "engine": "ray", "block_rows": block_rows,
     }  # fmt: skip
-    meta = {**prov.to_dict(), "job": job}
+    fit = dataset_fit(inputs.files, facts.d_model, facts.baseline, facts.mse_scale)
+    meta = {**prov.to_dict(), "baseline_fit": fit_record(fit), "job": job}
     assemble(work, n_blocks, n, s.samples, meta)
     work.remove()
-    return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta)
+    return JobResult(out, n, n * s.samples, computed, resumed, time.perf_counter() - t0, meta, fit)
 
 
 def _run_blocks(
