@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointNotFoundError
-from .reading import ToyReading, read_explanation
+from .reading import ToyReading, describe_next, read_explanation
 
 if TYPE_CHECKING:
     from .recall import TaskPair
@@ -32,6 +32,7 @@ __all__ = [
     "ToyCheckpoints",
     "ToyReading",
     "checkpoints",
+    "describe_next",
     "read_explanation",
     "tasks",
 ]

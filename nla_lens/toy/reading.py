@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ToyReading", "read_explanation"]
+__all__ = ["ToyReading", "describe_next", "read_explanation"]
 
 _OLD = re.compile(r"^(?:token : (?P<token>.*?))?(?:\s*;?\s*next : (?P<next>.*))?$", re.DOTALL)
 
@@ -60,3 +60,13 @@ def read_explanation(text: str) -> ToyReading:
     return ToyReading(
         stripped, token=match.group("token") or None, next=match.group("next") or None
     )
+
+
+def describe_next(word: str) -> str:
+    """A description the toy AR reads as "the model is about to say ``word``".
+
+    The text to hand :meth:`~nla_lens.NLA.steering_vector` on the toy pair, in the
+    wording its AR was trained on; a steering direction built from it points at
+    residuals whose next token is ``word``.
+    """
+    return f"next : {word}"
