@@ -7,10 +7,16 @@
 The checkpoints live in ``nla_lens/toy/checkpoints/`` and are (re)built,
 deterministically, by ``python -m nla_lens.toy build``. They are a toy: the
 subject is trained on an in-context recall task (:func:`tasks` gives
-clean/corrupted prompt pairs for patching) and on generic text; the AV names the
-token a layer-3 residual came from and, where the subject is confident, the
-subject's next-token prediction (``token : our ; next : house``); nothing about a
-real model.
+clean/corrupted prompt pairs for patching), random text and chats; the AV writes
+three lines about a layer-3 residual, in the released AVs' order (the context,
+the phrase being read, the token and its likely continuation)::
+
+    question about tiger; facts: duck in mountain, tiger in house
+    reading "is in the": tiger, the question
+    token " the"; next comes house
+
+:func:`read_explanation` parses them into fields; :func:`describe_next` words a
+steering description. Nothing here is about a real model.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
 
     >>> pair = tasks(1)[0]  # doctest: +SKIP
     >>> pair.clean, pair.clean_answer  # doctest: +SKIP
-    ('the duck is in his mountain . the tiger is in his house . the tiger is in the', 'house')
+    ('the duck is in his mountain. the tiger is in his house. the tiger is in the', 'house')
 
     Each :class:`~nla_lens.toy.recall.TaskPair` holds both texts (same length in
     tokens), both answer tokens (string and id) and ``position``, the index
