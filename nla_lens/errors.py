@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "DeviceError",
+    "ExplorerError",
     "ExportError",
     "FeatureError",
     "IncompleteResultsError",
@@ -122,6 +123,10 @@ class IncompleteResultsError(NLAError):
     def __init__(self, message: str, partial: list) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.partial = partial
+
+
+class ExplorerError(NLAError, ValueError):
+    """A bad setting or request for the explorer (``nla-lens explore``, ``nla.explore``)."""
 
 
 class MissingExtraError(NLAError, ImportError):

@@ -5,7 +5,7 @@
 ``nla.capture``, ``nla.residual``, ``nla.explain_run``, ``nla.transcript``,
 ``nla.search``, ``nla.steering_vector``, ``nla.steer_by_edit``,
 ``nla.activation_patching``, ``nla.explain_samples`` (and ``explain(select="best")``),
-``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``. Each is a thin call to the function of the same
+``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``, ``nla.explore``. Each is a thin call to the function of the same
 job in :mod:`nla_lens.experiments` or :mod:`nla_lens.subjects`, which take the
 pair as their first argument; nothing below this module imports it.
 """
@@ -44,6 +44,7 @@ from .experiments import (
     steering_vector,
 )
 from .experiments.inputs import as_rows
+from .explore import explorer_widget, make_explorer, serve
 from .subjects import Positions, SubjectInfo, as_subject, residual
 
 if TYPE_CHECKING:
@@ -116,6 +117,29 @@ class NLA(NLAPair):
         """Patch corrupted residuals into the clean run and explain each cell; see
         :func:`nla_lens.activation_patching`."""
         return activation_patching(self, model, clean, corrupt, **kwargs)
+
+    def explore(
+        self,
+        model: Any = None,
+        inputs: Any = None,
+        *,
+        serve_at: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Click through ``model``'s tokens of ``inputs`` (a prompt or chat) and watch each
+        token's explanation stream in with its prefix scores, the baseline and the fit flag.
+
+        Returns a notebook widget (anywidget; the explorer's web front end) whose clicks run
+        here in the kernel on your model and its edits (``edits=``, ``fwd_hooks=``,
+        ``intervene=``, ``hf_hooks=``). ``reply_tokens=N`` also reads a generated reply;
+        ``patching=`` an ``activation_patching`` frame adds the patching grid;
+        ``transcript=`` a Transcript; ``files=`` saved tables. ``serve_at="127.0.0.1"``
+        serves it as a web page instead and returns the running server (``.url``).
+        """
+        explorer = make_explorer(self, model, inputs, **kwargs)
+        if serve_at is not None:
+            return serve(explorer, host=serve_at)
+        return explorer_widget(explorer)
 
     # ---- uncertainty, differences, faithfulness, SAE latents ---------------------
     def explain(
