@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..explore import make_explorer, serve
+    from ..explore.server import check_address
     from ..lens import NLA
+
+    check_address(args.host, args.port, allow_remote=args.allow_remote)  # before any model loads
 
     av, ar, subject = resolve(args.av, "av"), resolve(args.ar, "ar"), resolve(args.subject, "subject")
     if av is None or subject is None:

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ExplorerError, MissingExtraError
 from .explorer import Explorer
 
-__all__ = ["RunningExplorer", "serve"]
+__all__ = ["LOOPBACK", "RunningExplorer", "check_address", "serve"]
 
 #: How long ``serve`` waits for the server to bind before giving up.
 START_TIMEOUT_S = 30.0
@@ -55,6 +55,21 @@ class RunningExplorer:
         self.stop()
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_address(host: str, port: int, *, allow_remote: bool = False) -> None:
+    """Refuse a non-loopback ``host`` unless ``allow_remote``, and a bad ``port``."""
+    if host not in LOOPBACK and not allow_remote:
+        raise ExplorerError(
+            f"host {host!r} is not the loopback address: the explorer runs models for whoever "
+            "reaches it, so it binds to 127.0.0.1 by default. Pass allow_remote=True "
+            "(--allow-remote) to serve on another address."
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ExplorerError(f"port must be a number 0..65535 (0 = any free port), got {port!r}.")
+
+
 def serve(
     explorer: Explorer,
     *,
@@ -75,14 +90,7 @@ def serve(
         raise MissingExtraError("uvicorn", "explore", "the explorer's web server") from exc
     from .app import LOOPBACK_NAMES, build_app
 
-    if host not in LOOPBACK_NAMES and not allow_remote:
-        raise ExplorerError(
-            f"host {host!r} is not the loopback address: the explorer runs models for whoever "
-            "reaches it, so it binds to 127.0.0.1 by default. Pass allow_remote=True "
-            "(--allow-remote) to serve on another address."
-        )
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-        raise ExplorerError(f"port must be a number 0..65535 (0 = any free port), got {port!r}.")
+    check_address(host, port, allow_remote=allow_remote)
     token = token or secrets.token_urlsafe(24)
     hosts = set(LOOPBACK_NAMES) | {host}
     config = uvicorn.Config(

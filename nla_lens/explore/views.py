@@ -90,8 +90,10 @@ class StripToken:
 def fit_json(fit: BaselineFit | None, n: int) -> dict[str, Any]:
     """The fit flag as the front end shows it (why there is none when there is none)."""
     if fit is None:
-        return {"fits": None, "message": f"fit check: n/a ({n} vectors; it needs 32 or more)"}
-    return {"fits": bool(fit.fits), "ratio": float(fit.ratio), "message": str(fit)}
+        return {"fits": None, "message": f"fit check: n/a ({n} vectors without BOS and "
+                "outlier norms; it needs 32 or more)"}  # fmt: skip
+    return {"fits": bool(fit.fits), "ratio": float(fit.ratio),
+            "message": f"{fit} (BOS and outlier-norm positions left out)"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,13 @@ def _strip_view(
     strip = tuple(
         StripToken(i, i, tokens[i], sections[i], flags[i]) for i in range(len(tokens))
     )
-    fit = None
-    if nla.ar is not None and torch.isfinite(v).all() and bool((v != 0).any(dim=1).all()):
-        fit = nla.baseline_fit(v)
-    return View(name, title, strip, v, None, fit_json(fit, len(tokens)))
+    # The fit check reads the strip's ordinary tokens: a BOS or outlier-norm residual alone
+    # would make any baseline look wrong.
+    keep = [i for i, f in enumerate(flags) if not {"bos", "high_norm"} & set(f)]
+    fit, w = None, v[keep]
+    if nla.ar is not None and len(keep) and torch.isfinite(w).all() and bool((w != 0).any(1).all()):
+        fit = nla.baseline_fit(w)
+    return View(name, title, strip, v, None, fit_json(fit, len(keep)))
 
 
 def view_from_model(
