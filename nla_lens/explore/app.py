@@ -154,6 +154,9 @@ def build_app(explorer: Explorer, *, token: str, hosts: Iterable[str] = LOOPBACK
             return _error(404, f"no asset {name!r}; the explorer serves only {sorted(ASSETS)}.")
         return Response(asset(name), media_type=ASSETS[name])
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def state(request: Request) -> Response:
         return JSONResponse(explorer.state(request.query_params.get("view")))
 
@@ -175,6 +178,7 @@ def build_app(explorer: Explorer, *, token: str, hosts: Iterable[str] = LOOPBACK
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/static/{name:str}", static, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/api/state", state, methods=["GET"]),
             Route("/api/explain", explain, methods=["POST"]),
         ],

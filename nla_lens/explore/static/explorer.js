@@ -118,7 +118,7 @@ function render({ model, el }) {
     }
     panel.textContent = "";
     panel.appendChild(h("div", "nla-panel-head", `token ${JSON.stringify(t.token)} (position ${t.position})`));
-    panel.appendChild(h("div", "nla-status", "explaining…"));
+    part("nla-status").textContent = "explaining…";
     model.send({ type: "explain", view: state.view.name, index });
   }
 
