@@ -29,9 +29,13 @@ def register(sub: Any) -> None:
                    help="the user message (plain text with --plain); default on the toy: one "
                         "of its task prompts")  # fmt: skip
     add_pair_args(p, subject=True)
-    p.add_argument("--plain", action="store_true", help="read the text as-is, not as a chat message")
+    p.add_argument(
+        "--plain", action="store_true", help="read the text as-is, not as a chat message"
+    )
     p.add_argument("--chat", type=Path, help="a JSON file with a chat: [{role, content}, ...]")
-    p.add_argument("--reply-tokens", type=int, default=0, help="also generate and show N reply tokens")
+    p.add_argument(
+        "--reply-tokens", type=int, default=0, help="also generate and show N reply tokens"
+    )
     p.add_argument("--table", type=Path, action="append", default=[],
                    help="a saved table to open as a view (repeatable): a transcript's frame "
                         "(nla-lens transcript --csv) or an activation_patching frame (.csv/.parquet)")  # fmt: skip
@@ -71,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_address(args.host, args.port, allow_remote=args.allow_remote)  # before any model loads
 
-    av, ar, subject = resolve(args.av, "av"), resolve(args.ar, "ar"), resolve(args.subject, "subject")
+    av, ar, subject = (
+        resolve(args.av, "av"),
+        resolve(args.ar, "ar"),
+        resolve(args.subject, "subject"),
+    )
     if av is None or subject is None:
         raise NLAError("explore needs --av and --subject (or 'toy' for the shipped pair).")
     toy = args.subject == TOY
@@ -80,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
                             "activation_patching frame and pass it with --table.")  # fmt: skip
     nla = NLA.from_pretrained(av, ar, device=args.device)
     tok = AutoTokenizer.from_pretrained(subject)
-    model = AutoModelForCausalLM.from_pretrained(subject, dtype=torch.float32).to(args.device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(subject, dtype=torch.float32).to(args.device).eval()
+    )
     pair = None
     if toy:
         from ..toy import tasks

@@ -104,8 +104,10 @@ class Guard:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         from_query = (query.get("token") or [None])[0]
         cookie = SimpleCookie(headers.get("cookie", ""))
-        given = from_query or headers.get("x-nla-token") or (
-            cookie[COOKIE].value if COOKIE in cookie else None
+        given = (
+            from_query
+            or headers.get("x-nla-token")
+            or (cookie[COOKIE].value if COOKIE in cookie else None)
         )
         if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
             what = "no session token" if not given else "a wrong session token"
@@ -119,7 +121,9 @@ class Guard:
                 for k, v in _HEADERS.items():
                     h.setdefault(k, v)
                 if from_query:
-                    h.append("set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/")
+                    h.append(
+                        "set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                    )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -108,8 +108,10 @@ def fallback_stream(
             done.append(event)
             yield event
             last = k == len(segments) - 1
-            if not last and stop is not None and (
-                len(done) >= stop if isinstance(stop, int) else stop(done)
+            if (
+                not last
+                and stop is not None
+                and (len(done) >= stop if isinstance(stop, int) else stop(done))
             ):
                 c = cos[k]
                 cut = replace(

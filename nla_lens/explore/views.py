@@ -127,9 +127,7 @@ def _strip_view(
     norms = v.norm(dim=1).tolist()
     positions = list(range(len(tokens)))
     flags = noise_flags(positions, norms, list(tokens), bos)
-    strip = tuple(
-        StripToken(i, i, tokens[i], sections[i], flags[i]) for i in range(len(tokens))
-    )
+    strip = tuple(StripToken(i, i, tokens[i], sections[i], flags[i]) for i in range(len(tokens)))
     # The fit check reads the strip's ordinary tokens: a BOS or outlier-norm residual alone
     # would make any baseline look wrong.
     keep = [i for i, f in enumerate(flags) if not {"bos", "high_norm"} & set(f)]

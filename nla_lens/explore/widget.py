@@ -8,8 +8,8 @@ the user's own model, with their edits) and sends each streamed message back as 
 
 from __future__ import annotations
 
-from importlib import resources
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 from ..errors import ExplorerError, MissingExtraError, NLAError

@@ -76,7 +76,10 @@ def test_a_request_without_the_token_is_refused(explorer):
     assert wrong.status_code == 401 and "wrong session token" in wrong.json()["error"]
     # the token in the URL sets a same-site cookie; later requests need no token
     first = fresh.get(f"/?token={TOKEN}")
-    assert "SameSite=Strict" in first.headers["set-cookie"] and "HttpOnly" in first.headers["set-cookie"]
+    assert (
+        "SameSite=Strict" in first.headers["set-cookie"]
+        and "HttpOnly" in first.headers["set-cookie"]
+    )
     assert fresh.get("/api/state").status_code == 200
 
 
@@ -146,7 +149,9 @@ def test_a_given_table_opens_by_name(client):
     ],
 )
 def test_bad_requests_get_a_clear_4xx(client, body, status, says):
-    r = client.post("/api/explain", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    r = client.post(
+        "/api/explain", content=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == status and says in r.json()["error"]
     assert "Traceback" not in r.text
 

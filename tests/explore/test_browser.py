@@ -35,7 +35,9 @@ def served(tmp_path_factory, patching_frame):
     cmd = [sys.executable, "-m", "nla_lens.cli", "explore", "--subject", "toy", "--av", "toy",
            "--ar", "toy", "--reply-tokens", "4", "--table", str(table)]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     url, seen, deadline = None, [], time.monotonic() + 120
     assert proc.stdout is not None
     while url is None and time.monotonic() < deadline:
@@ -121,7 +123,9 @@ def test_click_a_token_and_watch_its_explanation_arrive(served, driver, tmp_path
     panel = driver.find_element(By.CSS_SELECTOR, "[data-testid=explanation]")
     s, p = region(img, strip), region(img, panel)
     assert s.size and p.size
-    assert ((s.max(axis=2) - s.min(axis=2)) > 10).sum() > 500, "the token strip has no coloured tokens"
+    assert ((s.max(axis=2) - s.min(axis=2)) > 10).sum() > 500, (
+        "the token strip has no coloured tokens"
+    )
     assert (s.max(axis=2) < 90).sum() > 300, "the token strip has no text"
     assert (p.max(axis=2) < 90).sum() > 300, "the explanation panel has no text"
 

@@ -84,7 +84,9 @@ class RowFinished:
 
 def test_the_streaming_api_is_used_when_the_pair_has_it(nla, vectors, monkeypatch):
     """The events of the stream spec (names and fields) become the front end's messages."""
-    e = Explanation("token : a", "<explanation>token : a</explanation>", False, cos=0.5, mse_nrm=1.0)
+    e = Explanation(
+        "token : a", "<explanation>token : a</explanation>", False, cos=0.5, mse_nrm=1.0
+    )
 
     called = []
 
