@@ -21,7 +21,7 @@ from torch import Tensor
 from .core.explanation import Explanation, Explanations
 from .core.pair import ExplainCache, NLAPair
 from .core.sampling import Sampling
-from .core.streaming import StopRule, StreamEvent
+from .core.streaming import StreamEvent
 from .errors import SamplingError
 from .experiments import (
     DifferenceExplanation,
@@ -174,7 +174,7 @@ class NLA(NLAPair):
         self,
         vectors: Any,
         sampling: Sampling | None = None,
-        stop: StopRule = None,
+        stop: Any = None,
         batch_size: int | None = None,
         **settings: Any,
     ) -> Iterator[StreamEvent]:

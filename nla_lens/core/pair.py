@@ -25,7 +25,7 @@ from .metrics import Baseline, BaselineFit, Scores, baseline_for, check_fit, est
 from .provenance import CheckpointRecord, Provenance, baseline_fields
 from .reconstructor import Reconstructor
 from .sampling import Sampling
-from .streaming import StopRule, StreamEvent, stream_rows
+from .streaming import StreamEvent, stream_rows
 from .vectors import as_vector_batch
 from .verbalizer import Verbalizer
 
@@ -247,7 +247,7 @@ class NLAPair:
         self,
         vectors: Any,
         sampling: Sampling | None = None,
-        stop: StopRule = None,
+        stop: Any = None,
         batch_size: int | None = None,
         **settings: Any,
     ) -> Iterator[StreamEvent]:

@@ -197,7 +197,9 @@ class _Stream:
             else:
                 self.pending.append(item)
             state.segments = i + 1
-            if isinstance(self.stop, int) and i + 1 == self.stop and len(spans) > self.stop:
+            n = self.stop
+            # mid-decode, text follows every completed segment; at the end, it must be there
+            if isinstance(n, int) and i + 1 == n and (not final or len(spans) > n):
                 state.cut = self.stop  # more text follows its N-th segment: stop here
                 return
 
@@ -234,8 +236,9 @@ class _Stream:
         ar = self.pair._need_ar("explain_stream")
         base = None if self.pair.baseline is None else self.pair.baseline.variance
         rows = self.v[[r // self.k for r, *_ in batch]]
+        texts = [p for *_, p in batch]
         s = ar.score_rows(
-            [p for *_, p in batch], rows, baseline=base, batch_size=self.sampling.batch_size
+            texts, rows, baseline=base, batch_size=self.sampling.batch_size, progress=False
         )
         fve = s.fve_nrm
         out = []
@@ -346,7 +349,9 @@ class _Stream:
         order = sorted(self.finished)
         explanations = [self.finished[r] for r in order]
         if self.score and explanations:  # the very call explain makes: its numbers exactly
-            explanations = self.pair._scored(explanations, self.v, self.sampling.batch_size)
+            explanations = self.pair._scored(
+                explanations, self.v, self.sampling.batch_size, progress=False
+            )
         by_row = dict(zip(order, explanations, strict=True))
         last = {x[0]: x for x in self.last}
         for row in order:
@@ -359,7 +364,7 @@ class _Stream:
 
 
 def stream_rows(
-    pair: NLAPair, v: Float[Tensor, "n d_model"], sampling: Sampling, stop: StopRule = None
+    pair: NLAPair, v: Float[Tensor, "n d_model"], sampling: Sampling, stop: Any = None
 ) -> Iterator[StreamEvent]:
     """The events of explaining the validated float32 batch ``v`` (see the module doc)."""
     return _Stream(pair, v, sampling, check_stop(stop)).run()
