@@ -17,6 +17,7 @@ from .core.metrics import Scores
 from .core.reconstructor import Reconstructor
 from .core.releases import RELEASED_PAIRS
 from .core.sampling import Sampling
+from .core.streaming import RowFinished, SegmentScored, TextDelta, stop_when_flat
 from .core.verbalizer import Verbalizer
 from .errors import NLAError
 from .experiments import (
@@ -64,13 +65,16 @@ __all__ = [
     "Reconstructor",
     "ResidualEdit",
     "ResidualRecorder",
+    "RowFinished",
     "RunDiff",
     "SampledExplanations",
     "Sampling",
     "Scores",
     "SearchHit",
+    "SegmentScored",
     "SteeredGeneration",
     "SteeringResult",
+    "TextDelta",
     "Transcript",
     "Verbalizer",
     "__version__",
@@ -86,5 +90,6 @@ __all__ = [
     "steer_by_edit",
     "steered_generate",
     "steering_vector",
+    "stop_when_flat",
     "to_neuronpedia",
 ]

@@ -12,7 +12,7 @@ pair as their first argument; nothing below this module imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Float
@@ -21,6 +21,7 @@ from torch import Tensor
 from .core.explanation import Explanation, Explanations
 from .core.pair import ExplainCache, NLAPair
 from .core.sampling import Sampling
+from .core.streaming import StreamEvent
 from .errors import SamplingError
 from .experiments import (
     DifferenceExplanation,
@@ -192,6 +193,19 @@ class NLA(NLAPair):
         )
         out.labels = labels
         return out
+
+    def explain_stream(
+        self,
+        vectors: Any,
+        sampling: Sampling | None = None,
+        stop: Any = None,
+        batch_size: int | None = None,
+        **settings: Any,
+    ) -> Iterator[StreamEvent]:
+        """Explain vectors as the AV writes; see :meth:`NLAPair.explain_stream`. Takes the
+        inputs :meth:`explain` does (rows are numbered as in its flat output)."""
+        rows, _ = as_rows(self, vectors)
+        return super().explain_stream(rows, sampling, stop, batch_size, **settings)
 
     def explain_samples(self, vectors: Any, **kwargs: Any) -> SampledExplanations:
         """k explanations per vector (default 4 at temperature 1.0) with their AR scores,
