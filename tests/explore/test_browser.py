@@ -35,21 +35,19 @@ def served(tmp_path_factory, patching_frame):
     cmd = [sys.executable, "-m", "nla_lens.cli", "explore", "--subject", "toy", "--av", "toy",
            "--ar", "toy", "--reply-tokens", "4", "--table", str(table)]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    url, seen, deadline = None, [], time.monotonic() + 120
-    assert proc.stdout is not None
-    while url is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if line.startswith("http://127.0.0.1:") and "?token=" in line:
-            url = line.strip()
+    log = table.parent / "explore.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    url, deadline = None, time.monotonic() + 300  # a loaded 2-core machine is slow to start it
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        found = [ln for ln in log.read_text().splitlines() if ln.startswith("http://127.0.0.1:")]
+        url = found[0].strip() if found and "?token=" in found[0] else None
     if url is None:
         proc.kill()
-        pytest.fail("nla-lens explore did not print its URL:\n" + "".join(seen))
+        pytest.fail(
+            f"nla-lens explore did not print its URL (exit {proc.poll()}):\n{log.read_text()}"
+        )
     yield url
     proc.terminate()
     proc.wait(timeout=20)
