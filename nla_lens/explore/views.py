@@ -227,12 +227,15 @@ def patching_grid(df: pd.DataFrame, *, batch: int = 0) -> dict[str, Any]:
     df = one_prompt(df, batch)
     cols = [c for c in EXPLANATION_COLUMNS if c in df.columns]
     cols += sorted(c for c in df.columns if c.endswith("_explanation") and c not in cols)
-    lo, hi = color_range(df, "metric")
+    # colour by ``effect`` (0 = no effect, 1 = like the donor run) where the frame has it
+    value = "effect" if "effect" in df.columns else "metric"
+    lo, hi = color_range(df, value)
     cells = []
     for r in df.to_dict("records"):
         cells.append(
             {"layer": r["layer"], "position": r["position"], "metric": r["metric"],
              "token": r.get("token"), "cos": r.get("cos"), "fve_nrm": r.get("fve_nrm"),
+             **({"effect": r["effect"]} if value == "effect" else {}),
              "downstream_of_k": bool(r.get("downstream_of_k", False)),
              "explanations": {c: _text(r[c]) for c in cols}}
         )  # fmt: skip
@@ -240,7 +243,7 @@ def patching_grid(df: pd.DataFrame, *, batch: int = 0) -> dict[str, Any]:
     return jsonable(
         {"layers": sorted({c["layer"] for c in cells}),
          "positions": sorted({c["position"] for c in cells}), "tokens": tokens,
-         "columns": cols, "range": [lo, hi], "cells": cells}
+         "columns": cols, "value": value, "range": [lo, hi], "cells": cells}
     )  # fmt: skip
 
 

@@ -190,3 +190,18 @@ def test_the_explorer_refuses_files_it_cannot_read(nla, tmp_path):
         Explorer(nla, [View("a", "a"), View("a", "b")])
     with pytest.raises(ExplorerError, match="model and a prompt"):
         make_explorer(nla, None, "the cat")
+
+
+def test_patching_grid_colours_by_effect_where_the_frame_has_it(patching_frame):
+    from nla_lens.explore import patching_grid
+
+    assert patching_grid(patching_frame)["value"] == "metric"
+    grid = patching_grid(patching_frame.assign(effect=[1.0, 0.0, 0.5, float("nan")]))
+    assert grid["value"] == "effect" and [c["effect"] for c in grid["cells"]] == [
+        1.0,
+        0.0,
+        0.5,
+        None,
+    ]
+    with pytest.raises(ExplorerError, match="not a patching frame"):
+        patching_grid(patching_frame.drop(columns=["metric"]))

@@ -70,7 +70,8 @@ function render({ model, el }) {
     if (v.fit) {
       const fits = v.fit.fits;
       const flag = h("div", "nla-fit " + (fits === false ? "nla-fit-bad" : fits ? "nla-fit-ok" : ""),
-        fits === false ? "BASELINE DOES NOT FIT" : fits ? "baseline fits" : "fit check: n/a");
+        fits === false ? `BASELINE DOES NOT FIT (vectors spread ${fmt(v.fit.ratio, 2)}x the baseline)`
+          : fits ? `baseline fits (${fmt(v.fit.ratio, 2)}x)` : v.fit.message);
       flag.setAttribute("data-testid", "fit");
       flag.title = v.fit.message;
       notes.appendChild(flag);
@@ -173,7 +174,7 @@ function render({ model, el }) {
     const p = state.view.patching;
     if (!p) return;
     grid.appendChild(h("div", "nla-grid-head",
-      "activation patching: metric per patched layer (rows) and position (columns); click a cell for its explanations; dashed = after layer K"));
+      `activation patching: ${p.value} per patched layer (rows) and position (columns); click a cell for its explanations; dashed = after layer K`));
     const table = h("table", "nla-grid-table");
     const top = h("tr");
     top.appendChild(h("th", null, "layer \\ pos"));
@@ -191,9 +192,9 @@ function render({ model, el }) {
       tr.appendChild(h("th", null, layer));
       for (const pos of p.positions) {
         const c = cells.get(`${layer}:${pos}`);
-        const td = h("td", "nla-cell", c ? fmt(c.metric) : "");
+        const td = h("td", "nla-cell", c ? fmt(c[p.value]) : "");
         if (c) {
-          td.style.background = cellColour(c.metric, p.range[0], p.range[1]);
+          td.style.background = cellColour(c[p.value], p.range[0], p.range[1]);
           if (c.downstream_of_k) td.classList.add("nla-after-k");
           td.addEventListener("click", () => showCell(detail, p, c));
         }
@@ -207,7 +208,8 @@ function render({ model, el }) {
   function showCell(detail, p, c) {
     detail.textContent = "";
     detail.appendChild(h("div", "nla-panel-head",
-      `layer ${c.layer}, position ${c.position} ${JSON.stringify(c.token ?? "")}: metric ${fmt(c.metric)}, ${scoreText(c)}`));
+      `layer ${c.layer}, position ${c.position} ${JSON.stringify(c.token ?? "")}: metric ${fmt(c.metric)}`
+        + (c.effect !== undefined ? `, effect ${fmt(c.effect)}` : "") + `, ${scoreText(c)}`));
     for (const col of p.columns) {
       const box = h("div", "nla-cell-expl");
       box.setAttribute("data-column", col);
