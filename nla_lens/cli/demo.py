@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM
 
     from ..core.loading import shared_tokenizer
-
     from ..lens import NLA
 
     t0 = time.perf_counter()

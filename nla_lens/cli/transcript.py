@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM
 
     from ..core.loading import shared_tokenizer
-
     from ..lens import NLA
 
     subject = resolve(args.subject, "subject")

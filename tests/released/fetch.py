@@ -143,7 +143,7 @@ def fetch_all() -> dict[str, Path]:
 if __name__ == "__main__":
     try:
         for name, path in fetch_all().items():
-            print(f"{name}: {path}")  # noqa: T201
+            print(f"{name}: {path}")
     except FixtureFetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
