@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .core.explanation import Explanation, Explanations
 from .core.metrics import Scores
+from .core.plan import MemoryPlan, plan
 from .core.reconstructor import Reconstructor
 from .core.releases import RELEASED_PAIRS
 from .core.sampling import Sampling
@@ -59,6 +60,7 @@ __all__ = [
     "FaithfulnessReport",
     "FeatureExplanations",
     "JobResult",
+    "MemoryPlan",
     "NLAError",
     "NeuronpediaExport",
     "Reconstructor",
@@ -81,6 +83,7 @@ __all__ = [
     "explain_run",
     "faithfulness_report",
     "patching_html",
+    "plan",
     "plot_patching",
     "residual_edit",
     "steer_by_edit",

@@ -61,7 +61,5 @@ def load_subject(path: Path):
     from transformers import AutoConfig, AutoModelForCausalLM, Gemma3ForConditionalGeneration
 
     cfg = AutoConfig.from_pretrained(path)
-    cls = (
-        Gemma3ForConditionalGeneration if hasattr(cfg, "text_config") else AutoModelForCausalLM
-    )
+    cls = Gemma3ForConditionalGeneration if hasattr(cfg, "text_config") else AutoModelForCausalLM
     return cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()

@@ -32,7 +32,7 @@ def loaded(skeleton):
 
 
 def test_load_checks_and_injection_site(loaded) -> None:
-    sk, nla, model, tok = loaded
+    sk, nla, _model, tok = loaded
     spec = sk.spec
     assert nla.layer == sk.layer and nla.d_model == sk.d_model
     assert nla.av.meta.injection_scale == spec.injection_scale
@@ -79,7 +79,7 @@ def test_capture_of_a_chat_in_three_frameworks(loaded) -> None:
 
 
 def test_transcript_shows_decoded_tokens(loaded) -> None:
-    sk, nla, model, tok = loaded
+    _sk, nla, model, tok = loaded
     t = nla.transcript(model, CHAT, tokenizer=tok, max_new_tokens=3)
     enc = tok.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True)
     ids = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
