@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .core.explanation import Explanation, Explanations
 from .core.metrics import Scores
+from .core.plan import MemoryPlan, plan
 from .core.reconstructor import Reconstructor
 from .core.releases import RELEASED_PAIRS
 from .core.sampling import Sampling
@@ -60,6 +61,7 @@ __all__ = [
     "FaithfulnessReport",
     "FeatureExplanations",
     "JobResult",
+    "MemoryPlan",
     "NLAError",
     "NeuronpediaExport",
     "Reconstructor",
@@ -85,6 +87,7 @@ __all__ = [
     "explain_run",
     "faithfulness_report",
     "patching_html",
+    "plan",
     "plot_patching",
     "residual_edit",
     "steer_by_edit",

@@ -38,8 +38,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from ..core.loading import shared_tokenizer
     from ..lens import NLA
 
     subject = resolve(args.subject, "subject")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if av is None or subject is None:
         raise NLAError("transcript needs --av and --subject (or 'toy' for the shipped pair).")
     nla = NLA.from_pretrained(av, ar, device=args.device)
-    tok = AutoTokenizer.from_pretrained(subject)
+    tok = shared_tokenizer(subject)
     model = AutoModelForCausalLM.from_pretrained(
         subject, dtype=torch.float32 if args.device in (None, "cpu") else None
     )
