@@ -21,6 +21,7 @@ __all__ = [
     "MissingExtraError",
     "MissingValueHeadError",
     "NLAError",
+    "PaddingError",
     "PairMismatchError",
     "RoleMismatchError",
     "SamplingError",
@@ -72,6 +73,11 @@ class UnsupportedArchitectureError(NLAError):
 
 class VectorError(NLAError, ValueError):
     """A vector has the wrong width, or is NaN, infinite or all-zero."""
+
+
+class PaddingError(VectorError):
+    """A ``[batch, pos, d]`` input looks padded but came without the mask saying which slots
+    are real tokens, or the mask given does not fit it."""
 
 
 class SamplingError(NLAError, ValueError):

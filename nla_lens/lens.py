@@ -44,9 +44,9 @@ from .experiments import (
     steer_by_edit,
     steering_vector,
 )
-from .experiments.inputs import as_rows
+from .experiments.inputs import as_rows, read_rows
 from .explore import explorer_widget, make_explorer, serve
-from .subjects import Positions, SubjectInfo, as_subject, residual
+from .subjects import CapturedResidual, Positions, SubjectInfo, as_subject, residual
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,9 +81,14 @@ class NLA(NLAPair):
 
         Text and chats are tokenized with the model's tokenizer and chat template
         (exactly one BOS); positions count over each row's real tokens (see
-        :func:`nla_lens.subjects.capture_residual`).
+        :func:`nla_lens.subjects.capture_residual`). The result is a
+        :class:`~nla_lens.subjects.CapturedResidual`: a tensor that also says which
+        slots are real tokens (``.mask``) and where (``.positions``), so ``nla.explain``
+        drops the pads of a padded batch (``positions=None`` keeps every column).
         """
-        return read_subject(self, model, inputs, positions=positions, **kwargs)[1].residual
+        return CapturedResidual.of(
+            read_subject(self, model, inputs, positions=positions, **kwargs)[1]
+        )
 
     def transcript(self, model: Any, text_or_messages: Any, **kwargs: Any) -> Transcript:
         """Per-token transcript of a prompt (and optionally a generated reply); see
@@ -158,6 +163,7 @@ class NLA(NLAPair):
         progress: bool | None = None,
         cache: ExplainCache | None = None,
         select: Literal["all", "best"] = "all",
+        mask: Any = None,
     ) -> Explanations:
         """Explain vectors; see :meth:`NLAPair.explain` for the settings.
 
@@ -166,6 +172,13 @@ class NLA(NLAPair):
         ``ActivationCache`` (read at ``nla.hook_name``), or a pandas ``Series`` of
         vectors / ``DataFrame`` with an ``activation_vector`` column (the frame
         keeps the index as ``row``).
+
+        Padding: ``mask=`` (the run's ``attention_mask``, ``[batch, pos]`` of 0/1, or the
+        tokenizer's encoding holding it) says which slots of a ``[batch, pos, d]`` input
+        (or cache) are real tokens; pad slots are dropped and ``position`` counts over
+        each row's real tokens. ``nla.capture`` results carry their mask. Without one, a
+        batch that looks padded raises :class:`~nla_lens.errors.PaddingError`, and any
+        other batch of several rows carries a note (``.notes()``) that no mask was given.
 
         ``select="best"`` is best-of-k: ``samples`` explanations per vector (default 4,
         at temperature 1.0) decoded in one batch, all scored by the AR, and the one it
@@ -176,7 +189,8 @@ class NLA(NLAPair):
             temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
             samples=samples, seed=seed, batch_size=batch_size,
         )  # fmt: skip
-        rows, labels = as_rows(self, vectors)
+        read = read_rows(self, vectors, mask)
+        rows, labels = read.vectors, read.labels
         if select == "best":
             if not score:
                 raise SamplingError(
@@ -185,13 +199,16 @@ class NLA(NLAPair):
             best = sample_explanations(
                 self, rows, sampling=sampling, progress=progress, cache=cache, **settings
             ).best
-            return Explanations(best, labels, baseline_fit=self.baseline_fit(rows))
+            return Explanations(
+                best, labels, baseline_fit=self.baseline_fit(rows), input_notes=read.notes
+            )
         if select != "all":
             raise SamplingError(f"select must be 'all' or 'best', got {select!r}.")
         out = super().explain(
             rows, sampling=sampling, score=score, progress=progress, cache=cache, **settings
         )
         out.labels = labels
+        out.input_notes = list(read.notes)
         return out
 
     def explain_stream(

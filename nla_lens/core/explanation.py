@@ -139,7 +139,8 @@ class Explanations(list[Explanation]):
     the frame keeps those columns. ``baseline_fit`` is the call's baseline fit check
     (:class:`~nla_lens.core.metrics.BaselineFit`; None below 32 vectors or without a
     baseline): when it does not fit, every ``fve_nrm`` here is relative to another
-    distribution's spread, and the table says so.
+    distribution's spread, and the table says so. ``input_notes`` says what the input
+    left unknown (e.g. a batch given without the mask of its padding).
     """
 
     def __init__(
@@ -147,10 +148,12 @@ class Explanations(list[Explanation]):
         items: Iterable[Explanation] = (),
         labels: Sequence[dict[str, Any]] | None = None,
         baseline_fit: BaselineFit | None = None,
+        input_notes: Sequence[str] = (),
     ) -> None:
         super().__init__(items)
         self.labels: list[dict[str, Any]] | None = None if labels is None else list(labels)
         self.baseline_fit = baseline_fit
+        self.input_notes: list[str] = list(input_notes)
 
     @property
     def baseline(self) -> str | None:
@@ -158,8 +161,9 @@ class Explanations(list[Explanation]):
         return next((e.baseline for e in self if e.fve_nrm is not None), None)
 
     def notes(self) -> list[str]:
-        """What a reader must know before reading the scores: the baseline, and the fit check."""
-        return baseline_notes(self.baseline, self.baseline_fit)
+        """What a reader must know before reading the scores: the baseline, the fit check,
+        and what the input left unknown."""
+        return baseline_notes(self.baseline, self.baseline_fit) + self.input_notes
 
     @property
     def texts(self) -> list[str]:
@@ -178,6 +182,8 @@ class Explanations(list[Explanation]):
         if self.baseline_fit is not None:
             frame.attrs["baseline_fit"] = str(self.baseline_fit)
             frame.attrs["baseline_fits"] = self.baseline_fit.fits
+        if self.input_notes:
+            frame.attrs["input_notes"] = list(self.input_notes)
         return frame
 
     def __repr__(self) -> str:

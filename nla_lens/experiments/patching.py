@@ -10,7 +10,7 @@ the AR. All explanations are made in one batched AV call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +24,7 @@ from ..errors import CaptureError
 from ..subjects import ResidualEdit, as_subject, capture_residual, resolve_positions
 from .difference import explain_difference
 from .flagged import explain_flagged, score_flagged
+from .grid import as_layers, as_positions
 from .runs import read_subject
 from .uncertainty import TextScorer, bootstrap_delta
 
@@ -92,8 +93,8 @@ def activation_patching(
     clean: Any,
     corrupt: Any,
     *,
-    layers: Sequence[int],
-    positions: Sequence[int],
+    layers: Any,
+    positions: Any,
     metric: Metric | None = None,
     answer_tokens: tuple[int, int] | None = None,
     tokenizer: Any = None,
@@ -108,8 +109,10 @@ def activation_patching(
 
     ``clean`` and ``corrupt`` are one prompt each, or equally long batches of
     prompts (pair ``i`` of the batches must have the same number of tokens;
-    prompts of a batch may differ in length, padded either side). ``positions``
-    count over each prompt's real tokens (negative from its last). ``metric(
+    prompts of a batch may differ in length, padded either side). ``layers`` are
+    block indices and ``positions`` count over each prompt's real tokens (negative
+    from its last); each is one int or a list, range, numpy array or 1-D tensor of
+    ints (anything else raises ``CaptureError`` before the subject runs). ``metric(
     patched_logits, clean_logits, corrupt_logits) -> float`` sees each prompt's
     ``[n_real, vocab]`` logits; default: with ``answer_tokens=(correct, incorrect)``
     the normalised logit difference (1 = the clean run, 0 = the corrupted run; the
@@ -128,6 +131,7 @@ def activation_patching(
     import pandas as pd
 
     subject = as_subject(model, tokenizer)
+    layers, positions = as_layers(layers, subject.n_layers), as_positions(positions)
     raw_ld = logit_diff(*answer_tokens) if answer_tokens is not None else None
     if metric is None:
         metric = normalized_logit_diff(*answer_tokens) if answer_tokens is not None else kl_to_clean

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from ..core.vectors import as_vector_batch
 from ..errors import CaptureError, VectorError
 from ..subjects import as_subject, generate_and_capture
 from .flagged import explain_flagged
+from .grid import as_positions
 from .runs import read_subject
 from .transcript import Transcript, TranscriptEntry, noise_flags
 
@@ -31,7 +31,7 @@ def build_transcript(
     model: Any,
     text_or_messages: Any,
     *,
-    positions: Sequence[int] | None = None,
+    positions: Any = None,
     reply_tokens: int = 0,
     tokenizer: Any = None,
     sampling: Sampling | None = None,
@@ -61,6 +61,7 @@ def build_transcript(
     if temperature is None and want > 1 and given.greedy:
         temperature = 1.0  # several greedy samples would all be one decode
     s = Sampling.of(given, samples=samples, temperature=temperature, **settings)
+    positions = None if positions is None else as_positions(positions)
     if reply_tokens:
         subject = as_subject(model, tokenizer)
         subject.check(d_model=nla.d_model, layer=nla.layer, base_model=nla.base_model)
