@@ -200,7 +200,7 @@ class _Stream:
             n = self.stop
             # mid-decode, text follows every completed segment; at the end, it must be there
             if isinstance(n, int) and i + 1 == n and (not final or len(spans) > n):
-                state.cut = self.stop  # more text follows its N-th segment: stop here
+                state.cut = n  # more text follows its N-th segment: stop here
                 return
 
     def _on_text(self, row: int, raw: str) -> Iterator[StreamEvent]:
