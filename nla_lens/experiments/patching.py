@@ -220,11 +220,13 @@ def activation_patching(
     clean_vecs = torch.stack([_at(clean_k, p) for p in positions])
     corrupt_vecs = torch.stack([_at(corrupt_k, p) for p in positions])
     ro_clean, ro_corrupt = _at(clean_k, readout), _at(corrupt_k, readout)
-    n_cells, m = len(grid), len(positions)
+
     # Cells patched after layer K leave every layer-K residual as the unpatched run's:
     # their readout explanation is the unpatched run's, so only cells up to K are explained.
     live = [i for i, (layer, _) in enumerate(grid) if layer <= nla.layer]
-    ro_live = torch.stack([readout_vecs[i] for i in live]) if live else torch.zeros(0, batch, nla.d_model)
+    ro_live = (
+        torch.stack([readout_vecs[i] for i in live]) if live else torch.zeros(0, batch, nla.d_model)
+    )
     # one batched AV call: every patched cell, the live readouts, then the references
     parts = [torch.stack(patched_vecs).reshape(-1, nla.d_model), ro_live.reshape(-1, nla.d_model),
              clean_vecs.reshape(-1, nla.d_model), corrupt_vecs.reshape(-1, nla.d_model),

@@ -156,10 +156,14 @@ def answer_ids(answer_tokens: Sequence[Any], tokenizer: Any) -> tuple[int, int]:
     out = []
     for which, tok in zip(("clean", "corrupted"), answer_tokens, strict=True):
         if isinstance(tok, bool):
-            raise AnswerTokenError(f"the {which} answer token must be an id or a word, got {tok!r}.")
+            raise AnswerTokenError(
+                f"the {which} answer token must be an id or a word, got {tok!r}."
+            )
         if isinstance(tok, str):
             if not tok.strip():
-                raise AnswerTokenError(f"the {which} answer is an empty string; give a word or an id.")
+                raise AnswerTokenError(
+                    f"the {which} answer is an empty string; give a word or an id."
+                )
             if tokenizer is None:
                 raise CaptureError(
                     f"answer_tokens has the word {tok!r} but the model has no tokenizer to look "

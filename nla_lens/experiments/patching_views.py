@@ -134,8 +134,10 @@ def plot_patching(
             )  # fmt: skip
     ax.figure.colorbar(im, ax=ax, label=legend_text(df).replace(": ", ":\n", 1))
     lines = [_title(df, value) + (f"; labels: {value}, " if value != by else "; labels: ")]
-    lines[0] += "readout explanation, site explanation (layer K; * = after K)" if two else (
-        "explanation at layer K (* = after K)"
+    lines[0] += (
+        "readout explanation, site explanation (layer K; * = after K)"
+        if two
+        else ("explanation at layer K (* = after K)")
     )
     for k, name in (("clean_prompts", "clean"), ("corrupt_prompts", "corrupted")):
         if df.attrs.get(k):
@@ -168,7 +170,9 @@ def _header(df: pd.DataFrame, value: str, batch: int, lo: float, hi: float) -> s
     for k, name in (("clean_prompts", "clean"), ("corrupt_prompts", "corrupted")):
         prompts = a.get(k)
         if prompts:
-            rows += f"<tr><th>{name}</th><td><code>{html.escape(str(prompts[batch]))}</code></td></tr>"
+            rows += (
+                f"<tr><th>{name}</th><td><code>{html.escape(str(prompts[batch]))}</code></td></tr>"
+            )
     if a.get("answers"):
         c, x = a["answers"]
         rows += (
@@ -256,7 +260,11 @@ def plot_patching_interactive(df: pd.DataFrame, *, value: str = "metric", batch:
     by = _colour_by(df, value)
     grid = df.pivot(index="layer", columns="position", values=value).astype(float)
     shade = df.pivot(index="layer", columns="position", values=by).astype(float)
-    parts = [grid.values, _texts(df, "readout_explanation").values, _texts(df, "explanation").values]
+    parts = [
+        grid.values,
+        _texts(df, "readout_explanation").values,
+        _texts(df, "explanation").values,
+    ]
     answers = _texts(df, "answer") if "answer" in df.columns else None
     parts.append(answers.values if answers is not None else np.full(grid.shape, ""))
     custom = np.dstack(parts)
@@ -282,7 +290,9 @@ def plot_patching_interactive(df: pd.DataFrame, *, value: str = "metric", batch:
     sub = legend_text(df)
     if df.attrs.get("clean_prompts"):
         sub += f"<br>clean: {html.escape(_shorten(str(df.attrs['clean_prompts'][batch]), 100))}"
-        sub += f"<br>corrupted: {html.escape(_shorten(str(df.attrs['corrupt_prompts'][batch]), 100))}"
+        sub += (
+            f"<br>corrupted: {html.escape(_shorten(str(df.attrs['corrupt_prompts'][batch]), 100))}"
+        )
     fig.update_layout(
         title={"text": f"{_title(df, value)}<br><sup>{sub}</sup>"},
         xaxis_title="patched position",
