@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nla_lens import activation_patching, toy
-from nla_lens.errors import AnswerTokenError
+from nla_lens.errors import AnswerTokenError, NLAError
 
 pytestmark = pytest.mark.integration
 READ = toy.read_explanation
@@ -161,3 +161,4 @@ def test_answer_tokens_as_words_give_the_same_frame(nla, subjects):
             activation_patching(
                 nla, model, t.clean, t.corrupted, answer_tokens=(bad, "river"), **kw
             )
+        assert isinstance(err.value, NLAError)
