@@ -150,7 +150,7 @@ def make_entity_pairs(tokenizer, n: int, seed: int = TASK_SEED) -> list[TaskPair
     ``control_position`` is the first fact's place word (the same in both prompts).
     """
     gen = torch.Generator().manual_seed(seed + 1)
-    pairs = []
+    pairs: list[TaskPair] = []
     while len(pairs) < n:
         clean = task_prompt(gen)
         facts = len(clean.others) + 1
