@@ -7,10 +7,12 @@ what was expected and the likely fix.
 from __future__ import annotations
 
 __all__ = [
+    "AnswerTokenError",
     "BackendError",
     "CaptureError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DescriptionError",
     "DeviceError",
     "ExplorerError",
     "ExportError",
@@ -98,6 +100,16 @@ class InjectionError(NLAError):
 
 class CaptureError(NLAError):
     """The residual could not be captured from the given model or inputs."""
+
+
+class AnswerTokenError(CaptureError, ValueError):
+    """An answer token (``answer_tokens=``) is neither a token id nor a word that is one
+    token of the subject's tokenizer."""
+
+
+class DescriptionError(NLAError, ValueError):
+    """A description to steer or search by is empty, or has words the AR's tokenizer does
+    not know (it would read them as its unknown token)."""
 
 
 class BackendError(NLAError):

@@ -3,9 +3,10 @@
 Every tutorial does ``from _setup import ...`` and runs the same code either way:
 
 * default: the toy NLA pair shipped inside nla_lens (``nla_lens.toy.checkpoints()``):
-  a tiny Gemma-3 subject (d_model 64, 4 blocks, a word-level tokenizer of a few
-  hundred common English words), an AV that names the token a layer-2 residual
-  came from, and its AR. Offline, CPU, seconds.
+  a tiny Gemma-3 subject (d_model 64, 5 blocks, a word-level tokenizer of a few
+  hundred common English words) trained on an in-context recall task and generic
+  text, an AV that reads its layer-3 residual (K = 3; see ``nla_lens.toy``), and
+  its AR. Offline, CPU, seconds.
 * ``NLA_LENS_REAL=1``: the released Gemma-3-12B pair (subject
   ``google/gemma-3-12b-it`` as ``Gemma3ForConditionalGeneration`` in bf16, AV
   ``kitft/nla-gemma3-12b-L32-av``, AR ``kitft/nla-gemma3-12b-L32-ar``). Needs a
@@ -227,6 +228,13 @@ def single_token_id(tokenizer: Any, word: str) -> int:
             f"{word!r} is {len(ids)} tokens for this tokenizer ({ids}); pick a one-token word."
         )
     return int(ids[0])
+
+
+def expect(claim: str, ok: bool) -> bool:
+    """Print a stated expectation and whether this run meets it (``tests/test_tutorials.py``
+    checks that every tutorial's expectations are met on the toy pair)."""
+    print(f"[expect] {claim}: {'met' if ok else 'NOT MET'}")
+    return ok
 
 
 def banner(title: str) -> None:
