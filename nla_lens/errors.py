@@ -7,11 +7,14 @@ what was expected and the likely fix.
 from __future__ import annotations
 
 __all__ = [
+    "AnswerTokenError",
     "BackendError",
     "CaptureError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DescriptionError",
     "DeviceError",
+    "ExplorerError",
     "ExportError",
     "FeatureError",
     "IncompleteResultsError",
@@ -20,6 +23,7 @@ __all__ = [
     "MissingExtraError",
     "MissingValueHeadError",
     "NLAError",
+    "PaddingError",
     "PairMismatchError",
     "RoleMismatchError",
     "SamplingError",
@@ -73,6 +77,11 @@ class VectorError(NLAError, ValueError):
     """A vector has the wrong width, or is NaN, infinite or all-zero."""
 
 
+class PaddingError(VectorError):
+    """A ``[batch, pos, d]`` input looks padded but came without the mask saying which slots
+    are real tokens, or the mask given does not fit it."""
+
+
 class SamplingError(NLAError, ValueError):
     """A sampling setting is out of range (temperature, top_p, max_new_tokens, seed, ...)."""
 
@@ -91,6 +100,16 @@ class InjectionError(NLAError):
 
 class CaptureError(NLAError):
     """The residual could not be captured from the given model or inputs."""
+
+
+class AnswerTokenError(CaptureError, ValueError):
+    """An answer token (``answer_tokens=``) is neither a token id nor a word that is one
+    token of the subject's tokenizer."""
+
+
+class DescriptionError(NLAError, ValueError):
+    """A description to steer or search by is empty, or has words the AR's tokenizer does
+    not know (it would read them as its unknown token)."""
 
 
 class BackendError(NLAError):
@@ -122,6 +141,10 @@ class IncompleteResultsError(NLAError):
     def __init__(self, message: str, partial: list) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.partial = partial
+
+
+class ExplorerError(NLAError, ValueError):
+    """A bad setting or request for the explorer (``nla-lens explore``, ``nla.explore``)."""
 
 
 class MissingExtraError(NLAError, ImportError):

@@ -5,14 +5,14 @@
 ``nla.capture``, ``nla.residual``, ``nla.explain_run``, ``nla.transcript``,
 ``nla.search``, ``nla.steering_vector``, ``nla.steer_by_edit``,
 ``nla.activation_patching``, ``nla.explain_samples`` (and ``explain(select="best")``),
-``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``. Each is a thin call to the function of the same
+``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``, ``nla.explore``. Each is a thin call to the function of the same
 job in :mod:`nla_lens.experiments` or :mod:`nla_lens.subjects`, which take the
 pair as their first argument; nothing below this module imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Float
@@ -21,6 +21,7 @@ from torch import Tensor
 from .core.explanation import Explanation, Explanations
 from .core.pair import ExplainCache, NLAPair
 from .core.sampling import Sampling
+from .core.streaming import StreamEvent
 from .errors import SamplingError
 from .experiments import (
     DifferenceExplanation,
@@ -43,8 +44,9 @@ from .experiments import (
     steer_by_edit,
     steering_vector,
 )
-from .experiments.inputs import as_rows
-from .subjects import Positions, SubjectInfo, as_subject, residual
+from .experiments.inputs import as_rows, read_rows
+from .explore import explorer_widget, make_explorer, serve
+from .subjects import CapturedResidual, Positions, SubjectInfo, as_subject, residual
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,9 +81,14 @@ class NLA(NLAPair):
 
         Text and chats are tokenized with the model's tokenizer and chat template
         (exactly one BOS); positions count over each row's real tokens (see
-        :func:`nla_lens.subjects.capture_residual`).
+        :func:`nla_lens.subjects.capture_residual`). The result is a
+        :class:`~nla_lens.subjects.CapturedResidual`: a tensor that also says which
+        slots are real tokens (``.mask``) and where (``.positions``), so ``nla.explain``
+        drops the pads of a padded batch (``positions=None`` keeps every column).
         """
-        return read_subject(self, model, inputs, positions=positions, **kwargs)[1].residual
+        return CapturedResidual.of(
+            read_subject(self, model, inputs, positions=positions, **kwargs)[1]
+        )
 
     def transcript(self, model: Any, text_or_messages: Any, **kwargs: Any) -> Transcript:
         """Per-token transcript of a prompt (and optionally a generated reply); see
@@ -117,6 +124,29 @@ class NLA(NLAPair):
         :func:`nla_lens.activation_patching`."""
         return activation_patching(self, model, clean, corrupt, **kwargs)
 
+    def explore(
+        self,
+        model: Any = None,
+        inputs: Any = None,
+        *,
+        serve_at: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Click through ``model``'s tokens of ``inputs`` (a prompt or chat) and watch each
+        token's explanation stream in with its prefix scores, the baseline and the fit flag.
+
+        Returns a notebook widget (anywidget; the explorer's web front end) whose clicks run
+        here in the kernel on your model and its edits (``edits=``, ``fwd_hooks=``,
+        ``intervene=``, ``hf_hooks=``). ``reply_tokens=N`` also reads a generated reply;
+        ``patching=`` an ``activation_patching`` frame adds the patching grid;
+        ``transcript=`` a Transcript; ``files=`` saved tables. ``serve_at="127.0.0.1"``
+        serves it as a web page instead and returns the running server (``.url``).
+        """
+        explorer = make_explorer(self, model, inputs, **kwargs)
+        if serve_at is not None:
+            return serve(explorer, host=serve_at)
+        return explorer_widget(explorer)
+
     # ---- uncertainty, differences, faithfulness, SAE latents ---------------------
     def explain(
         self,
@@ -133,6 +163,7 @@ class NLA(NLAPair):
         progress: bool | None = None,
         cache: ExplainCache | None = None,
         select: Literal["all", "best"] = "all",
+        mask: Any = None,
     ) -> Explanations:
         """Explain vectors; see :meth:`NLAPair.explain` for the settings.
 
@@ -141,6 +172,13 @@ class NLA(NLAPair):
         ``ActivationCache`` (read at ``nla.hook_name``), or a pandas ``Series`` of
         vectors / ``DataFrame`` with an ``activation_vector`` column (the frame
         keeps the index as ``row``).
+
+        Padding: ``mask=`` (the run's ``attention_mask``, ``[batch, pos]`` of 0/1, or the
+        tokenizer's encoding holding it) says which slots of a ``[batch, pos, d]`` input
+        (or cache) are real tokens; pad slots are dropped and ``position`` counts over
+        each row's real tokens. ``nla.capture`` results carry their mask. Without one, a
+        batch that looks padded raises :class:`~nla_lens.errors.PaddingError`, and any
+        other batch of several rows carries a note (``.notes()``) that no mask was given.
 
         ``select="best"`` is best-of-k: ``samples`` explanations per vector (default 4,
         at temperature 1.0) decoded in one batch, all scored by the AR, and the one it
@@ -151,7 +189,8 @@ class NLA(NLAPair):
             temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p,
             samples=samples, seed=seed, batch_size=batch_size,
         )  # fmt: skip
-        rows, labels = as_rows(self, vectors)
+        read = read_rows(self, vectors, mask)
+        rows, labels = read.vectors, read.labels
         if select == "best":
             if not score:
                 raise SamplingError(
@@ -160,14 +199,30 @@ class NLA(NLAPair):
             best = sample_explanations(
                 self, rows, sampling=sampling, progress=progress, cache=cache, **settings
             ).best
-            return Explanations(best, labels, baseline_fit=self.baseline_fit(rows))
+            return Explanations(
+                best, labels, baseline_fit=self.baseline_fit(rows), input_notes=read.notes
+            )
         if select != "all":
             raise SamplingError(f"select must be 'all' or 'best', got {select!r}.")
         out = super().explain(
             rows, sampling=sampling, score=score, progress=progress, cache=cache, **settings
         )
         out.labels = labels
+        out.input_notes = list(read.notes)
         return out
+
+    def explain_stream(
+        self,
+        vectors: Any,
+        sampling: Sampling | None = None,
+        stop: Any = None,
+        batch_size: int | None = None,
+        **settings: Any,
+    ) -> Iterator[StreamEvent]:
+        """Explain vectors as the AV writes; see :meth:`NLAPair.explain_stream`. Takes the
+        inputs :meth:`explain` does (rows are numbered as in its flat output)."""
+        rows, _ = as_rows(self, vectors)
+        return super().explain_stream(rows, sampling, stop, batch_size, **settings)
 
     def explain_samples(self, vectors: Any, **kwargs: Any) -> SampledExplanations:
         """k explanations per vector (default 4 at temperature 1.0) with their AR scores,

@@ -241,6 +241,13 @@ def single_token_id(tokenizer: Any, word: str) -> int:
     return int(ids[0])
 
 
+def expect(claim: str, ok: bool) -> bool:
+    """Print a stated expectation and whether this run meets it (``tests/test_tutorials.py``
+    checks that every tutorial's expectations are met on the toy pair)."""
+    print(f"[expect] {claim}: {'met' if ok else 'NOT MET'}")
+    return ok
+
+
 def banner(title: str) -> None:
     """Say which pair a tutorial runs on."""
     which = f"REAL: {REAL_PAIR.subject} + {REAL_PAIR.av}" if REAL else "toy pair (offline, CPU)"

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ..errors import NLAError
+from ..subjects.inputs import token_text
 from ._pair import TOY, add_pair_args, resolve
 
 #: A prompt of the toy subject's recall task (``nla_lens.toy.tasks()``): three facts,
@@ -74,8 +75,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from ..core.loading import shared_tokenizer
     from ..lens import NLA
 
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if av is None or subject_dir is None:
         raise NLAError("demo needs --av and --subject (or 'toy').")
     nla = NLA.from_pretrained(av, ar, device=args.device)
-    tok = AutoTokenizer.from_pretrained(subject_dir)
+    tok = shared_tokenizer(subject_dir)
     subject = (
         AutoModelForCausalLM.from_pretrained(subject_dir, dtype=torch.float32)
         .to(args.device)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"{'pos':>4}  {'token':<12} {'cos':>6} {'fve_nrm':>8}  explanation")
     for p, e in zip(positions, exps, strict=True):
-        token = repr(tok.decode([ids[p]]))
+        token = repr(token_text(tok, ids[p]))
         fve = "n/a" if e.fve_nrm is None else f"{e.fve_nrm:8.3f}"
         cos = "n/a" if e.cos is None else f"{e.cos:6.3f}"
         lines = e.text.splitlines() or [""]

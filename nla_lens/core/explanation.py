@@ -50,8 +50,10 @@ class Explanation:
     number (0 for greedy). Scores are None when there is no AR (all three) or
     no baseline (``fve_nrm``). ``skipped`` holds the reason when an experiment
     could not explain the vector (a zero or non-finite residual): the row is
-    kept, flagged, with empty text. ``provenance`` says what produced it (kept
-    out of the repr).
+    kept, flagged, with empty text. ``cut_short`` is True when ``explain_stream``'s
+    ``stop=`` ended the decode early: ``text`` is then the segments decoded before the
+    stop (scored as such) and ``raw`` what the AV had written when it was stopped.
+    ``provenance`` says what produced it (kept out of the repr).
     """
 
     text: str
@@ -64,6 +66,7 @@ class Explanation:
     fve_nrm: float | None = None
     provenance: Provenance | None = field(default=None, repr=False, compare=False)
     skipped: str | None = None
+    cut_short: bool = False
 
     def with_scores(self, mse_nrm: float, cos: float, fve_nrm: float | None) -> Explanation:
         return replace(self, mse_nrm=mse_nrm, cos=cos, fve_nrm=fve_nrm)
@@ -86,12 +89,15 @@ class Explanation:
             "fve_nrm": self.fve_nrm,
             "baseline": self.baseline if self.fve_nrm is not None else None,
             "skipped": self.skipped,
+            "cut_short": self.cut_short,
         }
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:59] + "…"
         extra = f", skipped={self.skipped!r}" if self.skipped else ""
-        trunc = ", truncated" if self.truncated else ""
+        trunc = (", truncated" if self.truncated else "") + (
+            ", cut_short" if self.cut_short else ""
+        )
         return (
             f"Explanation({text!r}, cos={fmt(self.cos)}, fve_nrm={fmt(self.fve_nrm)}{trunc}{extra})"
         )
@@ -133,7 +139,8 @@ class Explanations(list[Explanation]):
     the frame keeps those columns. ``baseline_fit`` is the call's baseline fit check
     (:class:`~nla_lens.core.metrics.BaselineFit`; None below 32 vectors or without a
     baseline): when it does not fit, every ``fve_nrm`` here is relative to another
-    distribution's spread, and the table says so.
+    distribution's spread, and the table says so. ``input_notes`` says what the input
+    left unknown (e.g. a batch given without the mask of its padding).
     """
 
     def __init__(
@@ -141,10 +148,12 @@ class Explanations(list[Explanation]):
         items: Iterable[Explanation] = (),
         labels: Sequence[dict[str, Any]] | None = None,
         baseline_fit: BaselineFit | None = None,
+        input_notes: Sequence[str] = (),
     ) -> None:
         super().__init__(items)
         self.labels: list[dict[str, Any]] | None = None if labels is None else list(labels)
         self.baseline_fit = baseline_fit
+        self.input_notes: list[str] = list(input_notes)
 
     @property
     def baseline(self) -> str | None:
@@ -152,8 +161,9 @@ class Explanations(list[Explanation]):
         return next((e.baseline for e in self if e.fve_nrm is not None), None)
 
     def notes(self) -> list[str]:
-        """What a reader must know before reading the scores: the baseline, and the fit check."""
-        return baseline_notes(self.baseline, self.baseline_fit)
+        """What a reader must know before reading the scores: the baseline, the fit check,
+        and what the input left unknown."""
+        return baseline_notes(self.baseline, self.baseline_fit) + self.input_notes
 
     @property
     def texts(self) -> list[str]:
@@ -172,6 +182,8 @@ class Explanations(list[Explanation]):
         if self.baseline_fit is not None:
             frame.attrs["baseline_fit"] = str(self.baseline_fit)
             frame.attrs["baseline_fits"] = self.baseline_fit.fits
+        if self.input_notes:
+            frame.attrs["input_notes"] = list(self.input_notes)
         return frame
 
     def __repr__(self) -> str:

@@ -11,13 +11,36 @@ from torch import Tensor
 
 from ..errors import VectorError
 
-__all__ = ["as_vector_batch"]
+__all__ = ["as_vector_batch", "readable"]
 
 
 def _rows(mask: Tensor, first: int = 0, limit: int = 8) -> str:
     idx = [first + i for i in mask.nonzero().flatten().tolist()]
     shown = ", ".join(map(str, idx[:limit]))
     return shown + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
+
+
+def readable(t: Tensor, what: str = "vectors") -> Tensor:
+    """``t`` as a plain, dense CPU tensor of its dtype, or :class:`VectorError` when its
+    values cannot be read here (the meta device holds shapes only; a device that fails)."""
+    if t.device.type == "meta":
+        raise VectorError(
+            f"{what} are on the meta device: a meta tensor has a shape but no values to "
+            "explain. Capture them from a model whose weights are loaded (not under "
+            "init_empty_weights / device='meta'), or materialise them first."
+        )
+    if getattr(t, "is_nested", False):
+        raise VectorError(
+            f"{what} are a nested tensor; pass torch.cat(list(t.unbind())) (one row per vector)."
+        )
+    try:
+        out = t.detach().to("cpu")
+        return out.to_dense() if out.layout != torch.strided else out
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        raise VectorError(
+            f"{what} on device {t.device} (type {type(t).__name__}) cannot be read ({exc}). "
+            "Move them to the CPU yourself (t.cpu()) or capture them again."
+        ) from exc
 
 
 #: Rows whose largest entry lies outside this range cannot be cast to float32 and
@@ -54,7 +77,7 @@ def as_vector_batch(
             raise VectorError(
                 f"{what} have dtype {vectors.dtype}; expected a floating-point tensor."
             )
-        t = vectors.detach().to("cpu", torch.float64)
+        t = readable(vectors, what).to(torch.float64)
     elif isinstance(vectors, (list, tuple)):
         try:
             t = torch.as_tensor(vectors, dtype=torch.float64)
@@ -64,8 +87,15 @@ def as_vector_batch(
                 "list of numbers or an [n, d_model] list of equal-length lists."
             ) from exc
     else:
+        name = type(vectors).__name__
+        hint = (
+            " It looks like an nnsight value read inside a trace: call .save() on it there and "
+            "pass the saved tensor after the `with` block."
+            if "Proxy" in name or "Envoy" in name
+            else ""
+        )
         raise VectorError(
-            f"{what} must be a torch.Tensor, numpy array or list of floats, got {type(vectors).__name__}."
+            f"{what} must be a torch.Tensor, numpy array or list of floats, got {name}.{hint}"
         )
     if t.ndim == 1:
         t = t.unsqueeze(0)

@@ -20,10 +20,12 @@ from .guards import SubjectInfo, check_subject, subject_info
 from .inputs import Encoded, encode
 from .nnsight import layer_envoy, residual
 from .positions import Positions, relative_positions, resolve_positions
+from .residuals import CapturedResidual, real_positions
 from .subject import Subject, as_subject
 
 __all__ = [
     "Captured",
+    "CapturedResidual",
     "Edits",
     "Encoded",
     "Framework",
@@ -47,6 +49,7 @@ __all__ = [
     "hook_name",
     "layer_envoy",
     "merge_edits",
+    "real_positions",
     "relative_positions",
     "residual",
     "residual_edit",

@@ -18,6 +18,7 @@ run of real tokens (left and/or right padding, no holes).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -35,8 +36,18 @@ Positions = int | Sequence[int] | Tensor | None
 def _as_list(positions: int | Sequence[int] | Tensor) -> list[int]:
     if isinstance(positions, bool):
         raise CaptureError("positions must be an int or a sequence of ints, not a bool")
-    if isinstance(positions, int):
-        return [positions]
+    if isinstance(positions, int) or type(positions).__module__ == "numpy":
+        ndim = getattr(positions, "ndim", 0)
+        if ndim == 1:
+            return _as_list(positions.tolist())  # type: ignore[union-attr]
+        try:
+            if ndim:
+                raise TypeError
+            return [operator.index(positions)]  # type: ignore[arg-type]
+        except TypeError:
+            raise CaptureError(
+                f"positions must be an int or a 1-D sequence of ints, got {positions!r}"
+            ) from None
     if isinstance(positions, Tensor):
         if positions.is_floating_point() or positions.dtype == torch.bool or positions.ndim > 1:
             raise CaptureError(
@@ -50,9 +61,12 @@ def _as_list(positions: int | Sequence[int] | Tensor) -> list[int]:
         )
     out: list[int] = []
     for p in positions:
-        if isinstance(p, bool) or not isinstance(p, int):
-            raise CaptureError(f"positions must be ints, got {p!r} ({type(p).__name__})")
-        out.append(int(p))
+        try:
+            if isinstance(p, bool) or (isinstance(p, Tensor) and p.is_floating_point()):
+                raise TypeError
+            out.append(operator.index(p))  # ints, numpy and 0-d torch integers
+        except TypeError:
+            raise CaptureError(f"positions must be ints, got {p!r} ({type(p).__name__})") from None
     if not out:
         raise CaptureError("positions is empty: pass None for all positions, or at least one index")
     return out

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointNotFoundError, NLAError
 from .reading import ToyReading, describe_next, read_explanation
 
 if TYPE_CHECKING:
@@ -85,7 +85,9 @@ def checkpoints(root: str | Path | None = None) -> ToyCheckpoints:
     )
 
 
-def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
+def tasks(
+    n: int = 64, seed: int | None = None, corruption: Literal["place", "entity"] = "place"
+) -> list[TaskPair]:
     """Clean/corrupted prompt pairs of the toy subject's task (attribute recall).
 
     >>> pair = tasks(1)[0]  # doctest: +SKIP
@@ -96,11 +98,19 @@ def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
     tokens), both answer tokens (string and id) and ``position``, the index
     (``<bos>`` = 0) of the token that differs: the place the answer is moved from.
     Drawn deterministically (``seed`` defaults to a held-out one).
+
+    ``corruption="place"`` (default) changes the queried fact's place word to one the
+    prompt never mentions; ``"entity"`` keeps the facts and asks about another animal
+    of them (``position`` is the query's animal), so the corrupted answer is another
+    fact's place, a different one from pair to pair.
     """
-    from .recall import TASK_SEED, make_pairs
+    from .recall import TASK_SEED, make_entity_pairs, make_pairs
     from .tokenizer import build_tokenizer
 
-    return make_pairs(build_tokenizer(), n, TASK_SEED if seed is None else seed)
+    if corruption not in ("place", "entity"):
+        raise NLAError(f"corruption must be 'place' or 'entity', got {corruption!r}.")
+    make = make_pairs if corruption == "place" else make_entity_pairs
+    return make(build_tokenizer(), n, TASK_SEED if seed is None else seed)
 
 
 def __getattr__(name: str) -> object:

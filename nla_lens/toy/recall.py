@@ -30,6 +30,7 @@ __all__ = [
     "TaskPair",
     "TaskPrompt",
     "join_words",
+    "make_entity_pairs",
     "make_pairs",
     "task_prompt",
 ]
@@ -144,6 +145,43 @@ def make_pairs(tokenizer, n: int, seed: int = TASK_SEED) -> list[TaskPair]:
                 corrupted_answer_id=int(ids[1]),
                 position=clean.source,
                 control_position=clean.control,
+            )
+        )
+    return pairs
+
+
+def make_entity_pairs(tokenizer, n: int, seed: int = TASK_SEED) -> list[TaskPair]:
+    """``n`` pairs whose corrupted prompt asks about *another* animal of the same facts.
+
+    The facts are identical; only the query's animal differs (at ``position``), so the
+    corrupted answer is that animal's place, a different place word from pair to pair.
+    A metric that knows only the clean answer (KL, or the clean answer's probability)
+    says the answer changed; which place it changed to is for the words to tell.
+    ``control_position`` is the first fact's place word (the same in both prompts).
+    """
+    gen = torch.Generator().manual_seed(seed + 1)
+    pairs: list[TaskPair] = []
+    while len(pairs) < n:
+        clean = task_prompt(gen)
+        facts = len(clean.others) + 1
+        query = len(clean.words) - 4  # the query's animal (words index)
+        animals = [clean.words[i * 7 + 1] for i in range(facts)]
+        places = [clean.words[i * 7 + 5] for i in range(facts)]
+        others = [i for i, a in enumerate(animals) if a != clean.words[query]]
+        k = others[int(torch.randint(len(others), (1,), generator=gen))]
+        words = list(clean.words)
+        words[query] = animals[k]
+        ids = tokenizer.convert_tokens_to_ids(["\u2581" + clean.answer, "\u2581" + places[k]])
+        pairs.append(
+            TaskPair(
+                clean=clean.text,
+                corrupted=join_words(words),
+                clean_answer=clean.answer,
+                clean_answer_id=int(ids[0]),
+                corrupted_answer=places[k],
+                corrupted_answer_id=int(ids[1]),
+                position=query + 1,
+                control_position=6 if clean.source != 6 else 13,
             )
         )
     return pairs
