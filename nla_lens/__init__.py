@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from .core.explanation import Explanation, Explanations
 from .core.metrics import Scores
+from .core.plan import MemoryPlan, plan
 from .core.reconstructor import Reconstructor
 from .core.releases import RELEASED_PAIRS
 from .core.sampling import Sampling
+from .core.streaming import RowFinished, SegmentScored, TextDelta, stop_when_flat
 from .core.verbalizer import Verbalizer
 from .errors import NLAError
 from .experiments import (
@@ -59,18 +61,22 @@ __all__ = [
     "FaithfulnessReport",
     "FeatureExplanations",
     "JobResult",
+    "MemoryPlan",
     "NLAError",
     "NeuronpediaExport",
     "Reconstructor",
     "ResidualEdit",
     "ResidualRecorder",
+    "RowFinished",
     "RunDiff",
     "SampledExplanations",
     "Sampling",
     "Scores",
     "SearchHit",
+    "SegmentScored",
     "SteeredGeneration",
     "SteeringResult",
+    "TextDelta",
     "Transcript",
     "Verbalizer",
     "__version__",
@@ -81,10 +87,12 @@ __all__ = [
     "explain_run",
     "faithfulness_report",
     "patching_html",
+    "plan",
     "plot_patching",
     "residual_edit",
     "steer_by_edit",
     "steered_generate",
     "steering_vector",
+    "stop_when_flat",
     "to_neuronpedia",
 ]

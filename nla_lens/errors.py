@@ -7,11 +7,14 @@ what was expected and the likely fix.
 from __future__ import annotations
 
 __all__ = [
+    "AnswerTokenError",
     "BackendError",
     "CaptureError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DescriptionError",
     "DeviceError",
+    "ExplorerError",
     "ExportError",
     "FeatureError",
     "IncompleteResultsError",
@@ -99,6 +102,16 @@ class CaptureError(NLAError):
     """The residual could not be captured from the given model or inputs."""
 
 
+class AnswerTokenError(CaptureError, ValueError):
+    """An answer token (``answer_tokens=``) is neither a token id nor a word that is one
+    token of the subject's tokenizer."""
+
+
+class DescriptionError(NLAError, ValueError):
+    """A description to steer or search by is empty, or has words the AR's tokenizer does
+    not know (it would read them as its unknown token)."""
+
+
 class BackendError(NLAError):
     """A generation backend failed: a 4xx reply, a malformed reply, or exhausted retries."""
 
@@ -128,6 +141,10 @@ class IncompleteResultsError(NLAError):
     def __init__(self, message: str, partial: list) -> None:  # type: ignore[type-arg]
         super().__init__(message)
         self.partial = partial
+
+
+class ExplorerError(NLAError, ValueError):
+    """A bad setting or request for the explorer (``nla-lens explore``, ``nla.explore``)."""
 
 
 class MissingExtraError(NLAError, ImportError):

@@ -5,14 +5,14 @@
 ``nla.capture``, ``nla.residual``, ``nla.explain_run``, ``nla.transcript``,
 ``nla.search``, ``nla.steering_vector``, ``nla.steer_by_edit``,
 ``nla.activation_patching``, ``nla.explain_samples`` (and ``explain(select="best")``),
-``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``. Each is a thin call to the function of the same
+``nla.explain_difference``, ``nla.faithfulness``, ``nla.explain_features``, ``nla.explore``. Each is a thin call to the function of the same
 job in :mod:`nla_lens.experiments` or :mod:`nla_lens.subjects`, which take the
 pair as their first argument; nothing below this module imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Float
@@ -21,6 +21,7 @@ from torch import Tensor
 from .core.explanation import Explanation, Explanations
 from .core.pair import ExplainCache, NLAPair
 from .core.sampling import Sampling
+from .core.streaming import StreamEvent
 from .errors import SamplingError
 from .experiments import (
     DifferenceExplanation,
@@ -43,7 +44,8 @@ from .experiments import (
     steer_by_edit,
     steering_vector,
 )
-from .experiments.inputs import read_rows
+from .experiments.inputs import as_rows, read_rows
+from .explore import explorer_widget, make_explorer, serve
 from .subjects import CapturedResidual, Positions, SubjectInfo, as_subject, residual
 
 if TYPE_CHECKING:
@@ -122,6 +124,29 @@ class NLA(NLAPair):
         :func:`nla_lens.activation_patching`."""
         return activation_patching(self, model, clean, corrupt, **kwargs)
 
+    def explore(
+        self,
+        model: Any = None,
+        inputs: Any = None,
+        *,
+        serve_at: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Click through ``model``'s tokens of ``inputs`` (a prompt or chat) and watch each
+        token's explanation stream in with its prefix scores, the baseline and the fit flag.
+
+        Returns a notebook widget (anywidget; the explorer's web front end) whose clicks run
+        here in the kernel on your model and its edits (``edits=``, ``fwd_hooks=``,
+        ``intervene=``, ``hf_hooks=``). ``reply_tokens=N`` also reads a generated reply;
+        ``patching=`` an ``activation_patching`` frame adds the patching grid;
+        ``transcript=`` a Transcript; ``files=`` saved tables. ``serve_at="127.0.0.1"``
+        serves it as a web page instead and returns the running server (``.url``).
+        """
+        explorer = make_explorer(self, model, inputs, **kwargs)
+        if serve_at is not None:
+            return serve(explorer, host=serve_at)
+        return explorer_widget(explorer)
+
     # ---- uncertainty, differences, faithfulness, SAE latents ---------------------
     def explain(
         self,
@@ -185,6 +210,19 @@ class NLA(NLAPair):
         out.labels = labels
         out.input_notes = list(read.notes)
         return out
+
+    def explain_stream(
+        self,
+        vectors: Any,
+        sampling: Sampling | None = None,
+        stop: Any = None,
+        batch_size: int | None = None,
+        **settings: Any,
+    ) -> Iterator[StreamEvent]:
+        """Explain vectors as the AV writes; see :meth:`NLAPair.explain_stream`. Takes the
+        inputs :meth:`explain` does (rows are numbered as in its flat output)."""
+        rows, _ = as_rows(self, vectors)
+        return super().explain_stream(rows, sampling, stop, batch_size, **settings)
 
     def explain_samples(self, vectors: Any, **kwargs: Any) -> SampledExplanations:
         """k explanations per vector (default 4 at temperature 1.0) with their AR scores,

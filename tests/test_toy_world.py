@@ -9,15 +9,14 @@ quality.json) with Hugging Face forward hooks and the public NLA API, printed
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nla_lens.experiments.steering import edit_steering_delta, steering_vector
-from nla_lens.toy import TaskPair, tasks
-from nla_lens.toy.world import block_edit
+from nla_lens.toy import TaskPair, describe_next, read_explanation, tasks
+from nla_lens.toy.targets import next_name
+from nla_lens.toy.world import block_edit, edit_next
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +29,9 @@ GOALS = {
     "patching recovery at the place word": 0.80,
     "patching recovery at an unrelated position (max)": 0.20,
     "AV names the subject's confident next token": 0.70,
-    "steering by description 'next : X'": 0.80,
+    "steering by description 'next comes X'": 0.80,
     "steering by editing the explanation's next": 0.80,
 }
-
-
-def _next_field(text: str) -> str | None:
-    match = re.search(r"next : (.*)$", text.strip())
-    return match.group(1).strip() if match else None
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +54,11 @@ def test_tasks_api(world):
         assert clean.shape == corrupt.shape and tok.unk_token_id not in clean.tolist()
         differs = (clean != corrupt).nonzero().flatten().tolist()
         assert differs == [p.position]
-        assert tok.convert_ids_to_tokens(int(clean[p.position])) == p.clean_answer
-        assert tok.convert_ids_to_tokens(int(corrupt[p.position])) == p.corrupted_answer
-        assert tok.convert_tokens_to_ids(p.clean_answer) == p.clean_answer_id
-        assert tok.convert_tokens_to_ids(p.corrupted_answer) == p.corrupted_answer_id
+        # Answers are words; their ids are the pieces after a space (what the subject says).
+        assert tok.decode([int(clean[p.position])]) == " " + p.clean_answer
+        assert tok.decode([int(corrupt[p.position])]) == " " + p.corrupted_answer
+        assert int(clean[p.position]) == p.clean_answer_id
+        assert int(corrupt[p.position]) == p.corrupted_answer_id
         assert p.position < p.control_position < len(clean) - 1
 
 
@@ -106,20 +101,19 @@ def test_toy_world_figures(world, nla):
         for pos in range(probs.shape[0]):
             if float(probs[pos].max()) >= CONFIDENT:
                 vecs.append(out.hidden_states[K + 1][0, pos])
-                wanted.append(tok.convert_ids_to_tokens(int(probs[pos].argmax())))
-    explained = nla.explain(torch.stack(vecs), max_new_tokens=24, score=False, progress=False)
-    named = [_next_field(e.text) == w for e, w in zip(explained, wanted, strict=True)]
+                wanted.append(next_name(tok, int(probs[pos].argmax())))
+    explained = nla.explain(torch.stack(vecs), score=False, progress=False)
+    named = [read_explanation(e.text).next == w for e, w in zip(explained, wanted, strict=True)]
 
     # Steering at layer K, last position, toward the corrupted answer (never in the clean prompt).
-    answers = nla.explain(torch.stack(residuals), max_new_tokens=24, score=False, progress=False)
+    answers = nla.explain(torch.stack(residuals), score=False, progress=False)
     by_description, by_edit = [], []
     for p, h, e in zip(pairs, residuals, answers, strict=True):
         clean = _ids(tok, p.clean)
-        edited = re.sub(r"next : .*$", f"next : {p.corrupted_answer}", e.text.strip())
-        if edited == e.text.strip():
-            edited = f"{e.text.strip()} ; next : {p.corrupted_answer}"
+        edited = edit_next(e.text, p.corrupted_answer)
+        assert read_explanation(edited).next == p.corrupted_answer
         deltas = (
-            steering_vector(nla, f"next : {p.corrupted_answer}"),
+            steering_vector(nla, describe_next(p.corrupted_answer)),
             edit_steering_delta(nla, h, e.text, edited),
         )
         for vec, out in zip(deltas, (by_description, by_edit), strict=True):
@@ -140,7 +134,7 @@ def test_toy_world_figures(world, nla):
         "patching recovery at the place word": sum(rec) / n,
         "patching recovery at an unrelated position (max)": max(ctl),
         "AV names the subject's confident next token": sum(named) / len(named),
-        "steering by description 'next : X'": sum(by_description) / n,
+        "steering by description 'next comes X'": sum(by_description) / n,
         "steering by editing the explanation's next": sum(by_edit) / n,
     }
     print(f"\ntoy world over {n} task pairs (patching at block {PATCH_LAYER}, steering at K={K}):")

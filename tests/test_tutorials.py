@@ -111,6 +111,10 @@ def test_real_switch_is_one_environment_variable(tmp_path: Path):
     assert outs["1"][-2:] == ["cuda", "torch.bfloat16"]
 
 
+#: How many stated expectations (``[expect] ...: met`` lines, from ``_setup.expect``) a
+#: tutorial must print on the toy pair; every one printed must be met.
+EXPECTATIONS = {"03_activation_patching.py": 7, "04_transcripts_and_steering.py": 4}
+
 #: Tutorials whose executed notebook must hold rich outputs: an HTML table and a figure.
 RICH = {"03_activation_patching.py", "04_transcripts_and_steering.py"}
 
@@ -173,6 +177,10 @@ def test_tutorial_runs_as_a_notebook_on_the_toy_pair(path: Path, tmp_path: Path,
             assert head == PNG_MAGIC, f"{name} is not a PNG"
         elif name.endswith(".html"):
             assert "<table" in f.read_text(encoding="utf-8"), f"{name} has no table"
+    expects = [line for line in stdout.splitlines() if line.startswith("[expect]")]
+    unmet = [line for line in expects if not line.endswith(": met")]
+    assert not unmet, f"{path.name}: stated expectations not met: {unmet}"
+    assert len(expects) >= EXPECTATIONS.get(path.name, 0), f"{path.name}: {expects}"
     if path.name in RICH:
         kinds = rich_outputs(nb)
         assert {"text/html", "image/png"} <= kinds, f"{path.name} shows only {sorted(kinds)}"

@@ -26,8 +26,8 @@
 # residuals, explains them, reads the three scores, and then breaks the AV's
 # injection on purpose to show what a broken setup looks like.
 #
-# It runs offline on the toy pair shipped in `nla_lens` (its AV names the token
-# a residual came from). `NLA_LENS_REAL=1` runs the same cells on the released
+# It runs offline on the toy pair shipped in `nla_lens` (a tiny subject trained
+# on an in-context recall task; its AV writes three short lines about a residual). `NLA_LENS_REAL=1` runs the same cells on the released
 # Gemma-3-12B pair (GPU and `HF_TOKEN` needed; see tutorial 05).
 
 # %%
@@ -38,9 +38,8 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import torch
 from _setup import (
-    CLEAN_TEXT,
-    CORRUPT_TEXT,
-    EXAMPLE_TEXT,
+    REAL,
+    TASK_TEXTS,
     banner,
     check_known_words,
     load_pair,
@@ -56,7 +55,7 @@ nla = load_pair()
 print(nla)
 print(f"reads layer K={nla.layer} (TransformerLens hook {nla.hook_name!r}), d_model={nla.d_model}")
 print(f"AV injection_scale={nla.av.meta.injection_scale:g}   AR mse_scale={nla.ar.mse_scale:g}")
-print(f"baseline Var(v_n) = {nla.baseline.variance:.4f}  ({nla.baseline.source})")
+print(f"fve_nrm baseline: {nla.baseline.label}")
 
 # %% [markdown]
 # ## Capture the residuals of a prompt
@@ -67,13 +66,18 @@ print(f"baseline Var(v_n) = {nla.baseline.variance:.4f}  ({nla.baseline.source})
 # TransformerLens `TransformerBridge` or an nnsight model; a plain Hugging Face
 # model carries no tokenizer, so we pass it (`subject.kwargs`). Text is
 # tokenized with exactly one BOS.
+#
+# The text is a prompt of the toy subject's task: where three animals are, then
+# a question about one of them (the subject answers ` river`).
 
 # %%
 subject = load_subject("hf")
 tok = subject.tokenizer
-check_known_words(tok, EXAMPLE_TEXT)
-vectors = nla.capture(subject.model, EXAMPLE_TEXT, **subject.kwargs)[0]  # [seq, d_model]
-tokens = tok.convert_ids_to_tokens(tok(EXAMPLE_TEXT)["input_ids"])
+text = TASK_TEXTS[0]
+check_known_words(tok, *TASK_TEXTS)
+vectors = nla.capture(subject.model, text, **subject.kwargs)[0]  # [seq, d_model]
+ids = tok(text)["input_ids"]
+tokens = [tok.decode([i]) for i in ids]
 print(type(subject.model).__name__, "| residuals", tuple(vectors.shape), vectors.dtype)
 print("tokens:", tokens)
 
@@ -84,21 +88,25 @@ print("tokens:", tokens)
 # `Explanation` per vector: `.text`, and, because the pair has an AR, the
 # round-trip scores `.mse_nrm`, `.cos` and `.fve_nrm`. One batched AV call,
 # then one batched AR call; greedy decoding by default, so it is reproducible.
+#
+# The toy AV writes three lines, in the order the released AVs use: the context
+# (here, the facts listed so far, or that the text asks about one animal), the
+# phrase being read and the animal it binds to, and the token with what the
+# subject expects next. Three positions in full:
 
 # %%
 explanations = nla.explain(vectors)
-norms = vectors.float().norm(dim=1)
-print(
-    f"{'pos':>3} {'token':<10} {'||v||':>9} {'mse_nrm':>8} {'cos':>6} {'fve_nrm':>8}  explanation"
-)
-for p, (t, e) in enumerate(zip(tokens, explanations, strict=True)):
-    first_line = e.text.splitlines()[0] if e.text else "<empty>"
-    print(
-        f"{p:>3} {t:<10} {norms[p]:>9.1f} {e.mse_nrm:>8.4f} {e.cos:>6.3f} {e.fve_nrm:>8.3f}  {first_line[:90]}"
-    )
+for p in (4, len(ids) - 2, len(ids) - 1):
+    print(f"position {p} ({tokens[p]!r}):")
+    print("   " + explanations[p].text.replace("\n", "\n   "))
 
 # %% [markdown]
-# ## What the three scores mean
+# What to expect: at the `is` of the first fact, line 1 lists no facts yet and
+# line 2 names the cat as fact 1; at the question's last two positions line 1
+# says it asks about the dog and lists the facts, and line 3 of the last position
+# names ` river`: the answer the subject is about to give, read from the residual.
+#
+# ## What the three scores mean, and what they are relative to
 #
 # Both vectors are first scaled to the same L2 norm (`mse_scale = sqrt(d)`):
 #
@@ -110,10 +118,9 @@ for p, (t, e) in enumerate(zip(tokens, explanations, strict=True)):
 #   activations spread around their mean). 0 means "no better than always
 #   predicting the average activation"; 1 is perfect.
 #
-# `fve_nrm` is the number to read: at Gemma-3-12B layer 32 activations cluster
-# tightly around their mean (`Var(v_n) = 0.0302`), so even a useless
-# explanation gets `cos` ~ 0.98. Released pairs use the published baseline;
-# `nla.set_baseline(your_activations)` estimates one from your own data.
+# `fve_nrm` is the number to read, **against a baseline of the distribution your
+# vectors come from**. Every result names its baseline, and a call that explains
+# 32 vectors or more checks whether they spread like it.
 
 # %%
 mse = torch.tensor([e.mse_nrm for e in explanations])
@@ -130,23 +137,53 @@ for name, var in (("this pair's baseline", nla.baseline.variance), ("Gemma-3-12B
     )
 
 # %% [markdown]
-# Now a baseline from our own activations: a few more sentences, every position
-# but the first (the BOS is a known outlier, see below).
+# A low-variance baseline makes every small error large: `cos` 0.99 is a poor
+# score at Gemma-3-12B layer 32 (`Var(v_n) = 0.03`), where even the mean vector
+# gets `cos` ~0.98.
+#
+# Now more prompts of the same task, enough for the fit check (every position but
+# the BOS, a known outlier, see below).
 
 # %%
-published = nla.baseline
-own_texts = [EXAMPLE_TEXT, CLEAN_TEXT, CORRUPT_TEXT, "the queen saw a white horse near the river"]
-check_known_words(tok, *own_texts)
-own = torch.cat([nla.capture(subject.model, t, **subject.kwargs)[0, 1:] for t in own_texts])
-mine = nla.set_baseline(own)
-rescored = nla.score([e.text for e in explanations], vectors)
-print(f"shipped baseline: Var(v_n) = {published.variance:.4f}  mean fve_nrm = {fve[1:].mean():.3f}")
-print(
-    f"own baseline    : Var(v_n) = {mine.variance:.4f} ({mine.source})  mean fve_nrm = {rescored.fve_nrm[1:].mean():.3f}"
-)
-nla.baseline = published  # back to the shipped/published one
+many = torch.cat([nla.capture(subject.model, t, **subject.kwargs)[0, 1:] for t in TASK_TEXTS])
+shipped = nla.explain(many)
+print(f"{len(many)} residuals, baseline {shipped.baseline}")
+print(shipped.baseline_fit)
+print(f"mean fve_nrm {sum(e.fve_nrm for e in shipped) / len(shipped):+.3f}")
 
 # %% [markdown]
+# On the toy this says `BASELINE DOES NOT FIT`: the default baseline was measured
+# on random word sequences, whose residuals spread about a tenth as much as the
+# task prompts' do, so correct explanations score far below 0 against it. The
+# fix it names: a baseline of your own distribution, estimated from your
+# activations, or one shipped with the pair (`nla.baselines`; the toy ships one
+# for each distribution its demo and tutorials use).
+
+# %%
+print({name: round(b.variance, 4) for name, b in nla.baselines.items()})
+default = nla.baseline
+if not REAL:
+    nla.set_baseline("task")
+    on_task = nla.explain(many)
+    print(f"'task' baseline: {on_task.baseline_fit}")
+    print(f"  mean fve_nrm {sum(e.fve_nrm for e in on_task) / len(on_task):+.3f}")
+mine = nla.set_baseline(many)
+rescored = nla.score([e.text for e in shipped], many)
+print(f"own estimate ({mine.source}, n={mine.n}): Var(v_n) = {mine.variance:.4f}, "
+      f"mean fve_nrm {float(rescored.fve_nrm.mean()):+.3f}")  # fmt: skip
+# From here on: the baseline of the distribution we read (the published one on Gemma).
+if REAL:
+    nla.baseline = default
+else:
+    nla.set_baseline("task")
+
+# %% [markdown]
+# What to expect on the toy: against the `task` baseline, or our own estimate
+# (they agree), the fit check passes and the mean fve_nrm is about +0.8: the same
+# words, now scored against what they should be. On Gemma-3-12B the published
+# baseline fits ordinary text at layer 32; estimate your own when your inputs are
+# unusual (code, another language, one repeated template).
+#
 # ## Known-noisy positions
 #
 # Two kinds of input are noisy for every NLA: the first ~10 positions of a
@@ -156,11 +193,10 @@ nla.baseline = published  # back to the shipped/published one
 # `nla.transcript` (tutorial 04) does this for you.
 
 # %%
+norms = vectors.float().norm(dim=1)
 median = float(norms[1:].median())
 print(f"BOS norm / median norm of the other tokens = {norms[0] / median:.2f}")
-print(
-    f"BOS explanation: {explanations[0].text.splitlines()[0][:90]!r}  (fve_nrm {explanations[0].fve_nrm:.3f})"
-)
+print(f"BOS explanation: {explanations[0].text.splitlines()[0][:90]!r}")
 
 # %% [markdown]
 # ## An injection failure, on purpose
@@ -205,7 +241,8 @@ def smells(exps) -> dict:
     }
 
 
-body = vectors[1:]  # skip the BOS
+body = many  # the task prompts' residuals, BOS left out
+working = nla.explain(body)
 right = nla.av.meta.injection_scale
 factors = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 sweep = []
@@ -253,7 +290,8 @@ print(f"what the AV writes when it sees its own marker: {seen!r}  (CJK: {bool(CJ
 failed = nla.score([seen] * len(body), body)
 print(
     f"scored against the {len(body)} real vectors: mean cos {failed.cos.mean():.3f}, "
-    f"mean fve_nrm {failed.fve_nrm.mean():+.3f} (the working pair: {fve[1:].mean():+.3f})"
+    f"mean fve_nrm {failed.fve_nrm.mean():+.3f} "
+    f"(the working pair: {sum(e.fve_nrm for e in working) / len(working):+.3f})"
 )
 
 # %% [markdown]

@@ -190,5 +190,8 @@ save_html(table.drop(columns=["batch"]).to_html(index=False), "02_donor_sweep.ht
 # Read it per donor: an edit at a layer `<= K` at the word's position changes
 # what layer `K` carries there, and the explanation follows the donor; the
 # logit column says whether the model's prediction at the end moved with it.
-# With the toy subject (an untrained model) the logits are not meaningful; with
-# Gemma-3-12B the same table is a small causal experiment.
+# The toy subject is trained (on an in-context recall task and generic text), but
+# this sentence is not its task, so its logits here are those of a tiny model on
+# generic text: compare `logit_clean_minus_donor` with `unedited` row by row
+# rather than reading the values as a finding. With Gemma-3-12B the same table is
+# a small causal experiment.

@@ -18,24 +18,28 @@
 #   `select="best"` keeps the sample the AR reconstructs best (best-of-k);
 # * **intervals**: with samples in both runs, `ExplainedRun.diff` gives a
 #   bootstrap interval per position, so a real change stands out from sampling noise;
-# * **difference explanations**: explain `a - b` (what a steering direction or a
-#   patch changed);
+# * **difference explanations**: explain `a - b` (what a steering direction changed);
 # * **faithfulness**: which line of an explanation carries the information, and
 #   does the score survive shuffling, swapping in unrelated words, or a paraphrase?
+#
+# On the toy pair the explanations have the released AVs' three parts, one per
+# line: the context (the facts so far, or the question about one animal), the
+# phrase being read and the animal it binds to, then the token and what the
+# subject expects next. We read them on prompts of the toy's recall task, scored
+# against the toy's `task` baseline (the distribution they come from).
 
 # %%
 import torch
 from _setup import (
-    CLEAN_TEXT,
-    CLEAN_WORD,
     MAX_NEW_TOKENS,
+    REAL,
+    TASK_TEXTS,
     banner,
     check_known_words,
     describe,
     load_pair,
     load_subject,
     save_html,
-    single_token_id,
 )
 
 from nla_lens.experiments.steering import add_direction
@@ -44,87 +48,138 @@ banner("06 uncertainty and faithfulness")
 nla = load_pair()
 subject = load_subject("hf")
 model, tok = subject.model, subject.tokenizer
-check_known_words(tok, CLEAN_TEXT)
-h = nla.capture(model, CLEAN_TEXT, **subject.kwargs)[0]  # [seq, d_model]
-p = tok(CLEAN_TEXT)["input_ids"].index(single_token_id(tok, CLEAN_WORD))
+check_known_words(tok, *TASK_TEXTS)
+if not REAL:
+    nla.set_baseline("task")  # the toy ships one baseline per distribution; see tutorial 01
+print(nla.baseline.label)
+text = TASK_TEXTS[0]
+h = nla.capture(model, text, **subject.kwargs)[0]  # [seq, d_model]
+ids = tok(text)["input_ids"]
+with torch.inference_mode():
+    top = model(input_ids=torch.tensor([ids], device=model.device)).logits[0].softmax(-1).max(-1)
+probs = top.values.float().cpu()
+pieces = [tok.decode([i]) for i in ids]
 
 # %% [markdown]
-# ## k samples per vector
+# ## k samples per vector: they differ where the subject is unsure
 #
-# Real residuals of the toy subject read the same at every sample. A blend of
-# two residuals' directions is ambiguous: its samples disagree, its `agreement`
-# (how well the samples' AR reconstructions predict one another, on the fve_nrm
-# scale) drops, and `hedge` is set.
+# Two kinds of position in one prompt: where the subject is **sure** what comes
+# next (after `is` comes `in`: top probability > 0.9) and where it is **unsure**
+# (after `in` any determiner may come; after a determiner, in a fact, any place:
+# top probability < 0.5). The toy AV learned to name a sure continuation alone and
+# to name unsure ones as the subject would guess them, so its samples at
+# temperature 1 should agree at sure positions and differ at unsure ones.
+#
+# `agreement` is how well the samples' AR reconstructions predict one another
+# (on the fve_nrm scale; 1 when all say the same) and `hedge` is set when it
+# falls below `hedge_below`.
 
 # %%
-unit = h / h.norm(dim=-1, keepdim=True)
-blends = unit[p : p + 3] + unit[p + 1 : p + 4]
-vectors = torch.cat([h[p : p + 3], blends])
-sampled = nla.explain_samples(vectors, samples=6, seed=0, max_new_tokens=MAX_NEW_TOKENS)
-print(
-    sampled.to_frame()[["index", "best", "best_fve_nrm", "agreement", "n_distinct", "hedge"]]
-    .round(3)
-    .to_string(index=False)
-)
-best = nla.explain(vectors, samples=6, seed=0, select="best", max_new_tokens=MAX_NEW_TOKENS)
-print("best-of-6:", [e.text.splitlines()[0][:40] for e in best])
+sure = [i for i in range(1, len(ids)) if probs[i] > 0.9][:4]
+unsure = [i for i in range(1, len(ids)) if probs[i] < 0.5][:4]
+pick = sure + unsure
+sampled = nla.explain_samples(h[pick], samples=8, seed=0, max_new_tokens=MAX_NEW_TOKENS)
+frame = sampled.to_frame()
+frame.insert(1, "token", [pieces[i] for i in pick])
+frame.insert(2, "subject_top_p", [round(float(probs[i]), 2) for i in pick])
+frame.insert(3, "case", ["sure"] * len(sure) + ["unsure"] * len(unsure))
+print(frame[["token", "subject_top_p", "case", "agreement", "n_distinct", "hedge"]].round(3).to_string(index=False))
+for i, v in zip(pick, sampled.vectors, strict=True):
+    last_lines = sorted({e.text.splitlines()[-1] for e in v.samples})
+    print(f"{pieces[i]!r:>10} ({float(probs[i]):.2f}): {' | '.join(last_lines)[:120]}")
 save_html(sampled._repr_html_(), "06_samples.html")
 
 # %% [markdown]
-# ## Steering, read as a difference, with intervals
+# What to expect on the toy: at the sure positions the 8 samples are one text
+# (`n_distinct` 1, agreement 1, no hedge); at the unsure ones they name different
+# continuations in their last line (`n_distinct` 3-8) and `hedge` is set on most.
+# Lines 1 and 2 stay the same across samples: the context and the phrase are not
+# in doubt, only what comes next. On Gemma-3-12B every sample differs in wording
+# (150 tokens at temperature 1), so read `agreement`, not `n_distinct`.
 #
-# Steer the animal's position toward a description, explain both runs with 4
-# samples each, and diff them. `explanation_b_minus_a` reads the steered
-# residual minus the plain one; `delta_fve_nrm_on_b` is how much better the
-# steered run's own words fit its residual than the plain run's words do, with a
-# 90% bootstrap interval over the samples (`changed`: the interval clears 0).
+# Best-of-k keeps the sample the AR reconstructs best:
 
 # %%
-target = "house"
+best = nla.explain(h[pick], samples=8, seed=0, select="best", max_new_tokens=MAX_NEW_TOKENS)
+greedy = nla.explain(h[pick], max_new_tokens=MAX_NEW_TOKENS)
+print(f"mean fve_nrm: greedy {sum(e.fve_nrm for e in greedy) / len(pick):.3f}, "
+      f"best of 8 {sum(e.fve_nrm for e in best) / len(pick):.3f}")  # fmt: skip
+
+# %% [markdown]
+# Expect best-of-8 at or above greedy: it picks, among samples that include the
+# greedy-like one, the words that rebuild the vector best.
+#
+# ## Steering, read as a difference, with intervals
+#
+# Steer the last position (where the subject answers) toward a place the prompt
+# never names, explain both runs with 4 samples each, and diff them.
+# `explanation_b_minus_a` reads the steered residual minus the plain one;
+# `delta_fve_nrm_on_b` is how much better the steered run's own words fit its
+# residual than the plain run's words do, with a 90% bootstrap interval over the
+# samples (`changed`: the interval clears 0).
+
+# %%
+target = "kitchen"
+last = len(ids) - 1
 direction = nla.steering_vector(describe(target), reference=h[1:])
-positions = [p, p + 2]
+positions = [last - 1, last]
 kw = dict(positions=positions, samples=4, temperature=1.0, seed=0, max_new_tokens=MAX_NEW_TOKENS)
-plain = nla.explain_run(model, CLEAN_TEXT, label="plain", **kw, **subject.kwargs)
+plain = nla.explain_run(model, text, label="plain", **kw, **subject.kwargs)
 steered = nla.explain_run(
     model,
-    CLEAN_TEXT,
+    text,
     label="steered",
-    edits=add_direction(direction, 2.0, nla.layer, positions=p),
+    edits=add_direction(direction, 1.0, nla.layer, positions=last),
     **kw,
     **subject.kwargs,
 )
 diff = plain.diff(steered, explain_difference=True)
-cols = ["position", "token_a", "explanation_a", "explanation_b", "explanation_b_minus_a"]
+cols = ["position", "token_a", "explanation_b_minus_a"]
 cols += ["delta_fve_nrm_on_b", "delta_fve_nrm_on_b_lo", "delta_fve_nrm_on_b_hi", "changed"]
 print(diff.to_frame()[cols].round(3).to_string(index=False))
+print("steered, last position:", steered.texts[-1].splitlines()[-1])
 save_html(diff._repr_html_(), "06_diff.html")
 
-d = nla.explain_difference(h[p] + direction, h[p], max_new_tokens=MAX_NEW_TOKENS)
-print("explain_difference(h + direction, h):", d.texts[0])
-
 # %% [markdown]
+# What to expect: the position before the edit is untouched (`changed` False,
+# the interval straddles 0); at the steered position the steered words fit the
+# steered residual far better than the plain ones (`changed` True), the steered
+# run's last line names `kitchen`, and the difference explanation names it too.
+#
 # ## Faithfulness: which line carries it, and do the words matter?
 #
-# The toy AV writes one line per explanation, so we build two-line ones: the
-# vector's own explanation and another token's, in both orders. The prefix
-# scores show which line carries the information; the swap check replaces a line
-# with one from an unrelated explanation; the paraphrase check uses our own
-# rewording function.
+# `nla.faithfulness` scores every cumulative prefix of each explanation (line 1;
+# lines 1-2; all three), shuffles the lines, swaps one line for a line of an
+# unrelated explanation, and scores a paraphrase we supply. The toy AR knows
+# three phrasings of each line, so a paraphrase that swaps them keeps the meaning.
 
 # %%
-own = [e.text for e in nla.explain(h[p : p + 3], max_new_tokens=MAX_NEW_TOKENS)]
-other = own[1:] + own[:1]  # each line next to another token's explanation
-texts = [f"{o}\n{u}" for o, u in zip(own, other, strict=True)]
-texts += [f"{u}\n{o}" for o, u in zip(own, other, strict=True)]
-report = nla.faithfulness(
-    texts,
-    torch.cat([h[p : p + 3], h[p : p + 3]]),
-    paraphrase=lambda t: t.replace("token :", "the token is"),
-)
-print(
-    report.to_frame()[
-        ["explanation", "prefix_scores", "carrier", "score", "shuffled_score", "swapped_score",
-         "paraphrased_score"]
-    ].to_string(index=False)
-)  # fmt: skip
+vectors = torch.cat([nla.capture(model, t, **subject.kwargs)[0, 1:] for t in TASK_TEXTS])
+own = nla.explain(vectors, max_new_tokens=MAX_NEW_TOKENS)
+print(own.baseline_fit)
+
+
+def paraphrase(t: str) -> str:
+    """Another of the toy's phrasings of the same content (no words added or lost)."""
+    for a, b in (("facts:", "listing animals:"), ("reading \"", "the phrase \""), ("token \"", "last piece \"")):
+        if a in t:
+            return t.replace(a, b, 1)
+    return t
+
+
+report = nla.faithfulness(own, vectors, paraphrase=None if REAL else paraphrase)
+frame = report.to_frame()
+print(frame[["prefix_scores", "score", "shuffled_score", "swapped_score", "paraphrased_score"]].head(8).round(3).to_string(index=False))
+rises = (frame["score"] > frame["prefix_scores"].map(lambda s: s[0])).mean()
+print(f"{len(frame)} explanations: the whole scores above line 1 alone in {rises:.0%}; "
+      f"mean drop when a line is swapped for an unrelated one {frame['swap_drop'].mean():.3f}"
+      + ("" if REAL else f", when paraphrased {frame['paraphrase_drop'].mean():.3f}"))  # fmt: skip
 save_html(report._repr_html_(), "06_faithfulness.html")
+
+# %% [markdown]
+# What to expect on the toy: line 1 alone already scores well (the facts so far
+# carry much of the residual), and each later line adds to it, so the whole beats
+# line 1 in most rows (over 80%). Swapping one line for a line of an unrelated
+# explanation costs far more than the paraphrase, which costs about nothing: the
+# AR reads what the words say, not one template. On the released pairs the same
+# table shows which of the ~10 lines of a 150-token explanation carries the vector.

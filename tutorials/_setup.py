@@ -3,9 +3,11 @@
 Every tutorial does ``from _setup import ...`` and runs the same code either way:
 
 * default: the toy NLA pair shipped inside nla_lens (``nla_lens.toy.checkpoints()``):
-  a tiny Gemma-3 subject (d_model 64, 4 blocks, a word-level tokenizer of a few
-  hundred common English words), an AV that names the token a layer-2 residual
-  came from, and its AR. Offline, CPU, seconds.
+  a tiny Gemma-3 subject (d_model 64, 5 blocks, trained on an in-context recall
+  task, random text and chats; a SentencePiece-like tokenizer of a few hundred
+  common English words), an AV that writes three lines about a layer-3 residual
+  (the context, the phrase being read, the token and what comes next), and its
+  AR. Offline, CPU, seconds.
 * ``NLA_LENS_REAL=1``: the released Gemma-3-12B pair (subject
   ``google/gemma-3-12b-it`` as ``Gemma3ForConditionalGeneration`` in bf16, AV
   ``kitft/nla-gemma3-12b-L32-av``, AR ``kitft/nla-gemma3-12b-L32-ar``). Needs a
@@ -60,14 +62,22 @@ EXAMPLE_TEXT = "my mother and father live in a small house near the sea"
 CLEAN_TEXT = "my friend has a cat in the garden . the animal in the garden is a"
 CORRUPT_TEXT = "my friend has a horse in the garden . the animal in the garden is a"
 CLEAN_WORD, CORRUPT_WORD = "cat", "horse"
+#: Prompts of the toy subject's recall task (``nla_lens.toy.tasks()``): facts about
+#: where animals are, then a question; the subject answers with the place.
+TASK_TEXTS = (
+    "the cat is in my house. the dog is in the river. the owl is in a cave. the dog is in the",
+    "the frog is in his garden. the lion is in our city. the frog is in her",
+    "the bear is in the forest. the duck is in a lake. the fox is in my school. the fox is in the",
+    "the goat is in their farm. the wolf is in the mountain. the goat is in the",
+)
 #: A short chat for transcripts.
 CHAT = [
     {"role": "user", "content": "where does the queen live ? in a big white house near the river ."}
 ]
 
 #: A cap on explanation length. The released AVs write 2-3 snippets (trained with
-#: 200 new tokens); the toy AV writes ~6 tokens.
-MAX_NEW_TOKENS = 200 if REAL else 32
+#: 200 new tokens); the toy AV writes three short lines (30-60 tokens).
+MAX_NEW_TOKENS = 200 if REAL else 96
 
 Framework = Literal["hf", "transformer_lens", "nnsight"]
 
@@ -134,13 +144,15 @@ def _toy() -> Any:
 def describe(word: str) -> str:
     """A description of ``word`` in the style of the pair's own explanations.
 
-    The toy AV writes ``token : WORD ; next : WORD``, and its AR reads a
-    ``next : WORD`` description as "the model is about to say WORD"; the released
-    AVs write a few prose snippets about the text around the token.
+    The toy AR reads ``nla_lens.toy.describe_next(WORD)`` (``next comes WORD``, the
+    wording of its explanations' third line) as "the model is about to say WORD";
+    the released AVs write a few prose snippets about the text around the token.
     """
     if REAL:
         return f"The text mentions a {word}. The model is about to say {word}."
-    return f"next : {word}"
+    from nla_lens.toy import describe_next
+
+    return describe_next(word)
 
 
 def load_pair() -> NLA:
@@ -227,6 +239,13 @@ def single_token_id(tokenizer: Any, word: str) -> int:
             f"{word!r} is {len(ids)} tokens for this tokenizer ({ids}); pick a one-token word."
         )
     return int(ids[0])
+
+
+def expect(claim: str, ok: bool) -> bool:
+    """Print a stated expectation and whether this run meets it (``tests/test_tutorials.py``
+    checks that every tutorial's expectations are met on the toy pair)."""
+    print(f"[expect] {claim}: {'met' if ok else 'NOT MET'}")
+    return ok
 
 
 def banner(title: str) -> None:

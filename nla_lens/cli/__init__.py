@@ -1,4 +1,4 @@
-"""The ``nla-lens`` command line: ``demo``, ``transcript``, ``explain``."""
+"""The ``nla-lens`` command line: ``demo``, ``transcript``, ``explain``, ``explore``, ``plan``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..core.provenance import package_version
 from ..errors import NLAError
 
-_COMMANDS = ("demo", "transcript", "explain")
+_COMMANDS = ("demo", "transcript", "explain", "explore", "plan")
 
 
 def build_parser() -> argparse.ArgumentParser:

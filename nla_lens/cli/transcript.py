@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NLAError
+from ..experiments.reading import CHAT_DEFAULT
 from ._pair import add_pair_args, resolve
 from ._sampling import add_sampling_args, sampling_from
 
@@ -19,10 +20,22 @@ def register(sub: Any) -> None:
         epilog="Defaults to the shipped toy pair and subject (offline). Example: "
         'nla-lens transcript "the cat is in the house" --av toy --ar toy --subject toy',
     )
-    p.add_argument("text", help="the user message (or plain text with --plain)")
+    p.add_argument("text", help="the text to read (a user message with --chat)")
     add_pair_args(p, subject=True)
-    p.add_argument(
-        "--plain", action="store_true", help="read the text as-is instead of as a chat message"
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--chat",
+        dest="chat",
+        action="store_true",
+        default=CHAT_DEFAULT,
+        help="read the text as one user message under the chat template"
+        + (" (the default, as nla.transcript)" if CHAT_DEFAULT else ""),
+    )
+    how.add_argument(
+        "--plain",
+        dest="chat",
+        action="store_false",
+        help="read the text as-is" + ("" if CHAT_DEFAULT else " (the default, as nla.transcript)"),
     )
     p.add_argument(
         "--reply-tokens", type=int, default=0, help="also generate and read N reply tokens"
@@ -38,8 +51,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from ..core.loading import shared_tokenizer
     from ..lens import NLA
 
     subject = resolve(args.subject, "subject")
@@ -47,16 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if av is None or subject is None:
         raise NLAError("transcript needs --av and --subject (or 'toy' for the shipped pair).")
     nla = NLA.from_pretrained(av, ar, device=args.device)
-    tok = AutoTokenizer.from_pretrained(subject)
+    tok = shared_tokenizer(subject)
     model = AutoModelForCausalLM.from_pretrained(
         subject, dtype=torch.float32 if args.device in (None, "cpu") else None
     )
     if args.device:
         model = model.to(args.device)
-    inputs = args.text if args.plain else [{"role": "user", "content": args.text}]
     t = nla.transcript(
         model.eval(),
-        inputs,
+        args.text,
+        chat=args.chat,
         tokenizer=tok,
         sampling=sampling_from(args),
         reply_tokens=args.reply_tokens,

@@ -15,6 +15,7 @@ from .reconstructor import Reconstructor
 from .releases import RELEASED_PAIRS, ReleasedPair
 from .sampling import DEFAULT_MAX_NEW_TOKENS, Sampling
 from .sidecar import NLAMeta, load_sidecar
+from .streaming import RowFinished, SegmentScored, TextDelta, stop_when_flat
 from .verbalizer import Verbalizer
 
 __all__ = [
@@ -29,10 +30,14 @@ __all__ = [
     "Provenance",
     "Reconstructor",
     "ReleasedPair",
+    "RowFinished",
     "Sampling",
     "Scores",
+    "SegmentScored",
+    "TextDelta",
     "Verbalizer",
     "estimate_baseline",
     "extract_explanation",
     "load_sidecar",
+    "stop_when_flat",
 ]

@@ -50,8 +50,10 @@ class Explanation:
     number (0 for greedy). Scores are None when there is no AR (all three) or
     no baseline (``fve_nrm``). ``skipped`` holds the reason when an experiment
     could not explain the vector (a zero or non-finite residual): the row is
-    kept, flagged, with empty text. ``provenance`` says what produced it (kept
-    out of the repr).
+    kept, flagged, with empty text. ``cut_short`` is True when ``explain_stream``'s
+    ``stop=`` ended the decode early: ``text`` is then the segments decoded before the
+    stop (scored as such) and ``raw`` what the AV had written when it was stopped.
+    ``provenance`` says what produced it (kept out of the repr).
     """
 
     text: str
@@ -64,6 +66,7 @@ class Explanation:
     fve_nrm: float | None = None
     provenance: Provenance | None = field(default=None, repr=False, compare=False)
     skipped: str | None = None
+    cut_short: bool = False
 
     def with_scores(self, mse_nrm: float, cos: float, fve_nrm: float | None) -> Explanation:
         return replace(self, mse_nrm=mse_nrm, cos=cos, fve_nrm=fve_nrm)
@@ -86,12 +89,15 @@ class Explanation:
             "fve_nrm": self.fve_nrm,
             "baseline": self.baseline if self.fve_nrm is not None else None,
             "skipped": self.skipped,
+            "cut_short": self.cut_short,
         }
 
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:59] + "…"
         extra = f", skipped={self.skipped!r}" if self.skipped else ""
-        trunc = ", truncated" if self.truncated else ""
+        trunc = (", truncated" if self.truncated else "") + (
+            ", cut_short" if self.cut_short else ""
+        )
         return (
             f"Explanation({text!r}, cos={fmt(self.cos)}, fve_nrm={fmt(self.fve_nrm)}{trunc}{extra})"
         )

@@ -7,10 +7,12 @@ Hub downloads go through ``huggingface_hub.snapshot_download`` (revision,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError, DeviceError
 
-__all__ = ["CheckpointSource", "default_device", "default_dtype", "resolve_checkpoint"]
+__all__ = [
+    "CheckpointSource",
+    "default_device",
+    "default_dtype",
+    "load_tokenizer",
+    "resolve_checkpoint",
+    "shared_tokenizer",
+    "tokenizer_hash",
+]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PATTERNS = ["*.json", "*.yaml", "*.safetensors", "*.model", "*.txt", "*.jinja"]
@@ -215,24 +225,79 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return resolved
 
 
+#: The files a Hugging Face tokenizer is parsed from; two directories whose files hash the
+#: same get one tokenizer object (a 33 MB Gemma tokenizer.json takes seconds to parse).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+_TOKENIZERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def tokenizer_hash(path: Path) -> str:
+    """SHA-256 over the tokenizer files of a checkpoint directory (names and contents)."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = path / name
+        if f.is_file():
+            h.update(name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            h.update(b"\0")
+    return h.hexdigest()
+
+
 def load_tokenizer(path: Path) -> Any:
-    """The checkpoint's tokenizer, or a CheckpointError naming the files."""
+    """The checkpoint's tokenizer, or a CheckpointError naming the files.
+
+    Parsed once per content: the AV, the AR and a subject of the same base model ship
+    identical tokenizer files, and while one of them holds the tokenizer the others get
+    the same object (compared by :func:`tokenizer_hash`). nla_lens never mutates a
+    tokenizer; one you change yourself is changed for every holder.
+    """
     from transformers import AutoTokenizer
 
+    path = Path(path)
     files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
     if not any((path / name).is_file() for name in files):
         raise CheckpointError(
             f"{path}: no tokenizer files (none of {', '.join(files)}); without the checkpoint's "
             "own tokenizer the prompt cannot be built. Re-download the full checkpoint."
         )
+    key = tokenizer_hash(path)
+    shared = _TOKENIZERS.get(key)
+    if shared is not None:
+        return shared
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises OSError, ValueError, JSON and Rust errors
         raise CheckpointError(
             f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc}). The tokenizer files "
             "(tokenizer.json, tokenizer_config.json, tokenizer.model) are missing or corrupt: "
             "re-download the checkpoint."
         ) from exc
+    with contextlib.suppress(TypeError):  # a tokenizer class that refuses weak references
+        _TOKENIZERS[key] = tok
+    return tok
+
+
+def shared_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
+    """A subject's tokenizer: from a local directory through :func:`load_tokenizer` (so a
+    subject of the pair's base model shares the AV's and AR's), else from the hub."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return load_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(name_or_path))
 
 
 def load_causal_lm(path: Path, dtype: torch.dtype) -> Any:

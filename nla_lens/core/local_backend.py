@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -12,6 +11,7 @@ from torch import Tensor, nn
 
 from . import shared_prefix
 from .backend import GenerationOutput, Sampling
+from .decode_loop import LocalDecodeStream
 
 __all__ = ["LocalBackend", "StopOnText", "left_pad"]
 
@@ -143,55 +143,34 @@ class LocalBackend:
             shared.batch_select_indices(inverse)
         return shared, True
 
-    @torch.inference_mode()
+    def stream(
+        self,
+        prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
+        params: Sampling,
+    ) -> LocalDecodeStream:
+        """Decode step by step (see :mod:`.decode_loop`): each step's text per running row,
+        finished and cancelled rows leaving the batch."""
+        params = Sampling.check(params)
+        embeds, mask = left_pad(prompt_embeds)
+        return LocalDecodeStream(self, embeds, mask, params, text=True)
+
     def generate(
         self,
         prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
         params: Sampling,
     ) -> list[GenerationOutput]:
+        """Decode every prompt to the end: the same loop as :meth:`stream`, drained."""
         params = Sampling.check(params)
         embeds, mask = left_pad(prompt_embeds)
-        device = next(self.model.parameters()).device
-        kwargs: dict[str, Any] = {
-            "inputs_embeds": embeds.to(device),
-            "attention_mask": mask.to(device),
-            "max_new_tokens": params.max_new_tokens,
-            "eos_token_id": self.eos_ids,
-            "pad_token_id": self.pad_id,
-            "do_sample": not params.greedy,
-        }
-        if params.stop:
-            from transformers import StoppingCriteria, StoppingCriteriaList
-
-            # transformers only accepts StoppingCriteria instances: mix StopOnText into one.
-            criterion = type("StopOnTextCriteria", (StopOnText, StoppingCriteria), {})
-            kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [criterion(self.tokenizer, params.stop, 0, eos_ids=self.eos_ids)]
-            )
-        shared = (
-            self._shared_prefix_cache(
-                kwargs["inputs_embeds"], kwargs["attention_mask"], params.max_new_tokens
-            )
-            if self.share_prefix
-            else None
-        )
-        cascade = False
-        if shared is not None:
-            kwargs["past_key_values"], cascade = shared
-        if params.greedy:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            with (
-                shared_prefix.active(self.model, kwargs["past_key_values"])
-                if cascade
-                else nullcontext()
-            ):
-                out = self.model.generate(**kwargs)
-        return [self._finish(row.tolist(), params) for row in out]
+        outputs: list[GenerationOutput | None] = [None] * embeds.shape[0]
+        for updates in LocalDecodeStream(self, embeds, mask, params, text=False):
+            for u in updates:
+                if u.output is not None:
+                    outputs[u.row] = u.output
+        missing = [i for i, o in enumerate(outputs) if o is None]
+        if missing:  # the loop ends every row it is not told to cancel
+            raise RuntimeError(f"local decode ended without an output for rows {missing}")
+        return [o for o in outputs if o is not None]
 
     def _finish(self, ids: list[int], params: Sampling) -> GenerationOutput:
         stop_at = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)

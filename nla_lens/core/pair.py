@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -24,6 +25,7 @@ from .metrics import Baseline, BaselineFit, Scores, baseline_for, check_fit, est
 from .provenance import CheckpointRecord, Provenance, baseline_fields
 from .reconstructor import Reconstructor
 from .sampling import Sampling
+from .streaming import StreamEvent, stream_rows
 from .vectors import as_vector_batch
 from .verbalizer import Verbalizer
 
@@ -240,6 +242,32 @@ class NLAPair:
         v = as_vector_batch(vectors, self.d_model)
         rows = self.explain_rows(v, s, score=score, progress=progress, cache=cache)
         return Explanations(rows, baseline_fit=self.baseline_fit(v) if score else None)
+
+    def explain_stream(
+        self,
+        vectors: Any,
+        sampling: Sampling | None = None,
+        stop: Any = None,
+        batch_size: int | None = None,
+        **settings: Any,
+    ) -> Iterator[StreamEvent]:
+        """Explain as :meth:`explain` does, yielding events as the AV writes.
+
+        ``TextDelta`` (a row's text so far), ``SegmentScored`` (a completed line, or
+        sentence of a long line, with the AR's score of the prefix up to it, scored in
+        batches across rows) and, last for each row, ``RowFinished`` with its
+        :class:`Explanation`. ``stop`` ends rows early: after N segments (``stop=1``), or
+        when a function of the row's scored segments returns True (e.g.
+        :func:`nla_lens.stop_when_flat`); such rows are flagged ``cut_short``. Run to the
+        end (``stop=None``), the explanations are exactly those ``explain`` returns.
+        ``settings`` are :class:`Sampling` fields (``temperature=``, ...).
+
+        >>> for event in nla.explain_stream(vectors, stop=1):  # doctest: +SKIP
+        ...     print(event)
+        """
+        s = Sampling.of(sampling, batch_size=batch_size, **settings)
+        v = as_vector_batch(vectors, self.d_model)
+        return stream_rows(self, v, s, stop)
 
     def baseline_fit(self, vectors: Any) -> BaselineFit | None:
         """The baseline fit check (see :class:`~nla_lens.core.metrics.BaselineFit`): do

@@ -155,15 +155,7 @@ class Reconstructor:
         bar = tqdm(total=len(order), desc="reconstructing", unit="text", **bar_options(progress))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = self.tokenizer(
-                [prompts[i] for i in idx],
-                add_special_tokens=True,
-                padding=True,
-                padding_side="right",
-                return_tensors="pt",
-            )
-            ids = enc["input_ids"].to(self.device)
-            mask = enc["attention_mask"].to(self.device)
+            ids, mask = self._right_padded([prompts[i] for i in idx])
             hidden = self.backbone(
                 input_ids=ids, attention_mask=mask, use_cache=False
             ).last_hidden_state
@@ -173,6 +165,22 @@ class Reconstructor:
             bar.update(len(idx))
         bar.close()
         return out
+
+    def _right_padded(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Token ids (with special tokens) of ``prompts``, right-padded, and the mask. Padded
+        here rather than by the tokenizer: Llama-3's has no pad token, and any id serves
+        under the mask."""
+        rows = [list(r) for r in self.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     def score(
         self,

@@ -18,12 +18,18 @@ from ..core.sampling import Sampling
 from ..core.vectors import as_vector_batch
 from ..errors import CaptureError, VectorError
 from ..subjects import as_subject, generate_and_capture
+from .descriptions import check_description
 from .flagged import explain_flagged
 from .grid import as_positions
 from .runs import read_subject
 from .transcript import Transcript, TranscriptEntry, noise_flags
 
 __all__ = ["SearchHit", "build_transcript", "search"]
+
+
+#: Whether a plain string given to a transcript is read as a chat message (the API and
+#: ``nla-lens transcript`` share it; ``chat=`` / ``--chat`` / ``--plain`` override it).
+CHAT_DEFAULT = False
 
 
 def build_transcript(
@@ -37,6 +43,7 @@ def build_transcript(
     sampling: Sampling | None = None,
     temperature: float | None = None,
     samples: int | None = None,
+    chat: bool = CHAT_DEFAULT,
     **settings: Any,
 ) -> Transcript:
     """Explain every chosen position of one prompt (and of a generated reply).
@@ -45,8 +52,12 @@ def build_transcript(
     from the last). With ``reply_tokens > 0`` the subject first generates that
     many tokens greedily and the reply's positions are read too. ``samples > 1``
     samples several explanations per position (temperature defaults to 1.0
-    then, else greedy).
+    then, else greedy). A string is read as plain text unless ``chat=True``, which
+    reads it as one user message under the tokenizer's chat template (chat messages
+    always are); ``nla-lens transcript`` shares this default (``CHAT_DEFAULT``).
     """
+    if chat and isinstance(text_or_messages, str):
+        text_or_messages = [{"role": "user", "content": text_or_messages}]
     if (
         isinstance(text_or_messages, list)
         and text_or_messages
@@ -150,7 +161,7 @@ def search(
     )
     if top_k < 1:
         raise VectorError(f"top_k must be >= 1, got {top_k}.")
-    target = nla.reconstruct([description])[0]
+    target = nla.reconstruct([check_description(nla, description)])[0]
     scale = nla._need_ar("search").mse_scale
     v, t = normalize(vectors, scale), normalize(target, scale)
     if centered:

@@ -37,6 +37,7 @@ __all__ = [
     "is_conversation",
     "pad_rows",
     "token_strings",
+    "token_text",
 ]
 
 PaddingSide = Literal["left", "right"]
@@ -276,11 +277,18 @@ def encode(
     return encoded
 
 
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """One token as the text it stands for (``" are"``), not its vocabulary piece
+    (SentencePiece ``"▁are"``, byte-level ``"Ġare"``); special tokens by name (``"<bos>"``)."""
+    return str(
+        tokenizer.decode(
+            [int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+    )
+
+
 def token_strings(tokenizer: Any, encoded: Encoded) -> list[list[str]] | None:
-    """Each row's tokens as strings (pads included, so indices match ``input_ids``)."""
-    if tokenizer is None or not hasattr(tokenizer, "convert_ids_to_tokens"):
+    """Each row's tokens as decoded text (pads included, so indices match ``input_ids``)."""
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
         return None
-    return [
-        [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in row])]
-        for row in encoded.input_ids.tolist()
-    ]
+    return [[token_text(tokenizer, i) for i in row] for row in encoded.input_ids.tolist()]

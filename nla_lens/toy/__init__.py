@@ -7,19 +7,25 @@
 The checkpoints live in ``nla_lens/toy/checkpoints/`` and are (re)built,
 deterministically, by ``python -m nla_lens.toy build``. They are a toy: the
 subject is trained on an in-context recall task (:func:`tasks` gives
-clean/corrupted prompt pairs for patching) and on generic text; the AV names the
-token a layer-3 residual came from and, where the subject is confident, the
-subject's next-token prediction (``token : our ; next : house``); nothing about a
-real model.
+clean/corrupted prompt pairs for patching), random text and chats; the AV writes
+three lines about a layer-3 residual, in the released AVs' order (the context,
+the phrase being read, the token and its likely continuation)::
+
+    question about tiger; facts: duck in mountain, tiger in house
+    reading "is in the": tiger, the question
+    token " the"; next comes house
+
+:func:`read_explanation` parses them into fields; :func:`describe_next` words a
+steering description. Nothing here is about a real model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointNotFoundError, NLAError
 from .reading import ToyReading, describe_next, read_explanation
 
 if TYPE_CHECKING:
@@ -79,22 +85,32 @@ def checkpoints(root: str | Path | None = None) -> ToyCheckpoints:
     )
 
 
-def tasks(n: int = 64, seed: int | None = None) -> list[TaskPair]:
+def tasks(
+    n: int = 64, seed: int | None = None, corruption: Literal["place", "entity"] = "place"
+) -> list[TaskPair]:
     """Clean/corrupted prompt pairs of the toy subject's task (attribute recall).
 
     >>> pair = tasks(1)[0]  # doctest: +SKIP
     >>> pair.clean, pair.clean_answer  # doctest: +SKIP
-    ('the duck is in his mountain . the tiger is in his house . the tiger is in the', 'house')
+    ('the duck is in his mountain. the tiger is in his house. the tiger is in the', 'house')
 
     Each :class:`~nla_lens.toy.recall.TaskPair` holds both texts (same length in
     tokens), both answer tokens (string and id) and ``position``, the index
     (``<bos>`` = 0) of the token that differs: the place the answer is moved from.
     Drawn deterministically (``seed`` defaults to a held-out one).
+
+    ``corruption="place"`` (default) changes the queried fact's place word to one the
+    prompt never mentions; ``"entity"`` keeps the facts and asks about another animal
+    of them (``position`` is the query's animal), so the corrupted answer is another
+    fact's place, a different one from pair to pair.
     """
-    from .recall import TASK_SEED, make_pairs
+    from .recall import TASK_SEED, make_entity_pairs, make_pairs
     from .tokenizer import build_tokenizer
 
-    return make_pairs(build_tokenizer(), n, TASK_SEED if seed is None else seed)
+    if corruption not in ("place", "entity"):
+        raise NLAError(f"corruption must be 'place' or 'entity', got {corruption!r}.")
+    make = make_pairs if corruption == "place" else make_entity_pairs
+    return make(build_tokenizer(), n, TASK_SEED if seed is None else seed)
 
 
 def __getattr__(name: str) -> object:

@@ -1,4 +1,4 @@
-"""``python -m nla_lens.toy build [--out DIR]``: build the toy NLA pair."""
+"""``python -m nla_lens.toy build [--out DIR] [--parts subject,av,ar]``: build the toy NLA pair."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from . import DEFAULT_DIR
+
+_PARTS = ("subject", "av", "ar")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,36 +22,51 @@ def main(argv: list[str] | None = None) -> int:
     build_p.add_argument(
         "--seed", type=int, default=0, help="base seed (default 0: the shipped toy)"
     )
+    build_p.add_argument(
+        "--parts",
+        default=",".join(_PARTS),
+        help="what to (re)build: subject,av,ar (default all; av/ar alone reuse the saved subject)",
+    )
     args = parser.parse_args(argv)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = sorted(set(parts) - set(_PARTS))
+    if unknown:
+        parser.error(f"unknown --parts {', '.join(unknown)}: choose from {', '.join(_PARTS)}")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from .build import BuildConfig, build  # heavy imports only when building
+    from .build import BuildConfig, build_base, measure, train_parallel
 
     start = time.perf_counter()
-    quality = build(args.out, BuildConfig(seed=args.seed))
-    elapsed = time.perf_counter() - start
-    print(f"built the toy NLA pair in {args.out} in {elapsed:.0f} s")
+    cfg = BuildConfig(seed=args.seed)
+    if "subject" in parts:
+        build_base(args.out, cfg.seed, cfg)
+    pair = tuple(p for p in parts if p in ("av", "ar"))
+    if pair:
+        train_parallel(args.out, cfg, pair)
+    if not all((args.out / p / "config.json").is_file() for p in ("av", "ar")):
+        print(f"built {', '.join(parts)} in {args.out} in {time.perf_counter() - start:.0f} s")
+        return 0
+    q = measure(args.out, cfg)
+    print(f"built {', '.join(parts)} of the toy NLA pair in {args.out} in {time.perf_counter() - start:.0f} s")
     print(
-        f"held-out round trip (n={quality.n}): AV accuracy {quality.accuracy:.3f}, "
-        f"fve_nrm {quality.fve_nrm:.3f}, mse_nrm {quality.mse_nrm:.4f}, cos {quality.cos:.4f}, "
-        f"baseline Var(v_n) {quality.baseline_var:.4f}"
+        f"generic (n={q.n}): token named {q.accuracy:.3f}, fve_nrm {q.fve_nrm:.3f} "
+        f"(baseline {q.baseline_var:.4f}), cos {q.cos:.4f}"
+    )
+    print(f"chat (n={q.chat_n}): closed {q.chat_terminated:.3f}, token named {q.chat_accuracy:.3f}")
+    print(
+        f"task prompts (n={q.task_positions}): fve_nrm by position "
+        + ", ".join(f"{k} {v:.2f}" for k, v in q.task_fve_nrm.items())
+        + f"; token named {q.task_token_named:.3f}; animal named at 'is' {q.task_entity_named:.3f}"
     )
     print(
-        f"chat-formatted, every position (n={quality.chat_n}): "
-        f"closes </explanation> within {quality.chat_max_new_tokens} new tokens "
-        f"{quality.chat_terminated:.3f}, AV accuracy {quality.chat_accuracy:.3f}"
+        f"confident next named (n={q.next_n}): {q.next_named:.3f}; at the answer {q.task_next_named:.3f}; "
+        f"prefix rise {q.prefix_rise:.3f}, swap lowers {q.swap_lowers:.3f}"
     )
     print(
-        f"next token named where the subject is confident (n={quality.next_n}): "
-        f"{quality.next_named:.3f}; at the task's answer: {quality.task_next_named:.3f}"
-    )
-    print(
-        f"task (n={quality.task_n}): accuracy {quality.task_accuracy:.3f}, patching after "
-        f"block {quality.patch_layer} recovers {quality.patch_recovery:.3f} at the place word, "
-        f"{quality.patch_recovery_control:.3f} elsewhere; steering at alpha "
-        f"{quality.steer_alpha:g}: 'next : X' {quality.steer_success:.3f}, "
-        f"'token : T ; next : X' {quality.steer_full_success:.3f}, "
-        f"edited explanation {quality.steer_edit_success:.3f}"
+        f"task (n={q.task_n}): accuracy {q.task_accuracy:.3f}, patching after block "
+        f"{q.patch_layer} recovers {q.patch_recovery:.3f} (control {q.patch_recovery_control:.3f}); "
+        f"steering {q.steer_success:.3f} (next only), {q.steer_full_success:.3f} (edited "
+        f"explanation), {q.steer_edit_success:.3f} (edit difference)"
     )
     return 0
 

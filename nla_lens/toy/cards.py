@@ -29,8 +29,10 @@ TRAINED_ON = (
     "nla-lens/toy: subject layer-{k} residuals at every position (<bos>, chat-template and "
     "special tokens included) of random chat-formatted conversations",
     "nla-lens/toy: subject layer-{k} residuals at every position of the toy recall task "
-    "(nla_lens.toy.tasks); explanations name the subject's own next-token prediction where "
-    "its top probability is >= 0.5",
+    "(nla_lens.toy.tasks)",
+    "explanations: three lines (context; phrase being read and the animal it binds to; the "
+    "token and the subject's own likely continuations, with alternatives drawn from its "
+    "distribution where its top probability is below 0.9)",
 )
 
 
@@ -104,8 +106,9 @@ _CARDS = {
     "subject": (
         "Toy subject model",
         "A tiny `Gemma3ForCausalLM` (d_model {d}, {n} layers, 4 heads of dim 32) over a "
-        "word-level vocabulary, trained (plain seeded PyTorch) on an in-context recall task "
-        "(`the cat is in my house . the dog is in the river . the cat is in our` -> `house`, "
+        "SentencePiece-like vocabulary (each word bare and after a space; tags split as in "
+        "Gemma-3), trained (plain seeded PyTorch) on an in-context recall task "
+        "(`the cat is in my house. the dog is in the river. the cat is in our` -> ` house`, "
         "see `nla_lens.toy.tasks()`), uniformly random word sequences and random "
         "chat-formatted conversations. The answer is moved from the queried fact's place "
         "word to the last position by layer {k}: patching the place word's residual after "
@@ -123,21 +126,23 @@ _CARDS = {
     "av": (
         "Toy NLA activation verbalizer (AV)",
         "Fine-tuned from the toy subject to read one layer-{k} residual injected at the marker "
-        "of its prompt and name the token it came from and, where the subject is confident "
-        "(top next-token probability >= 0.5), the subject's own next-token prediction from "
-        "that run: `<explanation> token : WORD ; next : WORD </explanation>` (without the "
-        "`next` field elsewhere). Special tokens and tags are named in "
-        "plain words that survive `skip_special_tokens` (`token : start of turn`, "
-        "`token : start of text` for `<bos>`, ...), so every position of a chat-formatted "
-        "prompt gets a short, closed explanation.",
+        "of its prompt and write three lines, in the released AVs' order: the context (the "
+        "animals and places the text has listed so far, that it asks about one of them, a chat "
+        "turn, random words, the start of text); the phrase being read and which animal and "
+        "fact it is about; the token, quoted as it decodes (special tokens named in words), and "
+        "the subject's own likely continuation, with an alternative where the subject is unsure "
+        "(drawn from its distribution, so samples at temperature 1 differ there). Each line "
+        "has three phrasings; the AV uses one chosen by what the residual shows.",
     ),
     "ar": (
         "Toy NLA activation reconstructor (AR)",
         "The first {k1} blocks of the toy subject (final norm replaced by identity at load) "
         "plus `value_head.safetensors` (`Linear({d}, {d}, bias=False)`), trained to map the "
-        "AV's explanation back to the layer-{k} residual. A quarter of the explanations that "
-        "name a next token were shown to it as `next : WORD` alone, so such a description "
-        "reconstructs to what residuals predicting WORD share (a steering direction).",
+        "AV's explanation back to the layer-{k} residual, from residuals of task prompts, chats "
+        "and random text, in every phrasing, whole or cut after line 1 or 2 (so prefixes "
+        "score). An eighth of each batch were confident positions described by their "
+        "continuation alone (`next comes WORD`), so such a description reconstructs to what "
+        "residuals predicting WORD share (a steering direction).",
     ),
 }
 

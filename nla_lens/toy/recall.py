@@ -2,7 +2,7 @@
 
 A prompt states where two or three animals are, then asks about one of them::
 
-    the cat is in my house . the dog is in the river . the cat is in our   ->  house
+    the cat is in my house. the dog is in the river. the cat is in our   ->   house
 
 The answer is only in the context: it has to be moved from the queried fact's
 place word (a known position) to the last position. Determiners are drawn
@@ -10,7 +10,9 @@ independently (so the query's last token varies and never gives the answer
 away). A corrupted prompt changes the queried fact's place to one that does
 not occur in the clean prompt; everything else, and the length, stays the same.
 
-Positions count real tokens with ``<bos>`` at 0: word ``i`` of the text is at ``i + 1``.
+Positions count real tokens with ``<bos>`` at 0: word ``i`` of the text (``.`` counted
+as a word) is at ``i + 1``. Every word after the first is the piece with its space
+(``▁house``), so an answer's id is that of `` house``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
     "TASK_SEED",
     "TaskPair",
     "TaskPrompt",
+    "join_words",
+    "make_entity_pairs",
     "make_pairs",
     "task_prompt",
 ]
@@ -67,7 +71,7 @@ class TaskPrompt:
 
     @property
     def text(self) -> str:
-        return " ".join(self.words)
+        return join_words(self.words)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,9 @@ class TaskPair:
     differs: the queried fact's place word, the information the answer is moved
     from. ``control_position`` is a later position unrelated to the answer (another
     fact's place word, else the query's animal): the run there differs only through
-    the context. Answers are the next token after the whole prompt.
+    the context. Answers are the next token after the whole prompt: ``clean_answer`` is
+    the word (``"house"``), ``clean_answer_id`` the id of the piece the subject predicts
+    (`` house``, with its space; ``tokenizer.decode([id])`` gives it).
     """
 
     clean: str
@@ -89,6 +95,11 @@ class TaskPair:
     corrupted_answer_id: int
     position: int
     control_position: int
+
+
+def join_words(words: tuple[str, ...] | list[str]) -> str:
+    """Words as text: spaces between them, none before ``.``."""
+    return " ".join(words).replace(" .", ".")
 
 
 def _pick(seq: tuple[str, ...] | list[str], gen: torch.Generator) -> str:
@@ -123,17 +134,54 @@ def make_pairs(tokenizer, n: int, seed: int = TASK_SEED) -> list[TaskPair]:
         new = _pick(unused, gen)
         words = list(clean.words)
         words[clean.source - 1] = new
-        ids = tokenizer.convert_tokens_to_ids([clean.answer, new])
+        ids = tokenizer.convert_tokens_to_ids(["\u2581" + clean.answer, "\u2581" + new])
         pairs.append(
             TaskPair(
                 clean=clean.text,
-                corrupted=" ".join(words),
+                corrupted=join_words(words),
                 clean_answer=clean.answer,
                 clean_answer_id=int(ids[0]),
                 corrupted_answer=new,
                 corrupted_answer_id=int(ids[1]),
                 position=clean.source,
                 control_position=clean.control,
+            )
+        )
+    return pairs
+
+
+def make_entity_pairs(tokenizer, n: int, seed: int = TASK_SEED) -> list[TaskPair]:
+    """``n`` pairs whose corrupted prompt asks about *another* animal of the same facts.
+
+    The facts are identical; only the query's animal differs (at ``position``), so the
+    corrupted answer is that animal's place, a different place word from pair to pair.
+    A metric that knows only the clean answer (KL, or the clean answer's probability)
+    says the answer changed; which place it changed to is for the words to tell.
+    ``control_position`` is the first fact's place word (the same in both prompts).
+    """
+    gen = torch.Generator().manual_seed(seed + 1)
+    pairs: list[TaskPair] = []
+    while len(pairs) < n:
+        clean = task_prompt(gen)
+        facts = len(clean.others) + 1
+        query = len(clean.words) - 4  # the query's animal (words index)
+        animals = [clean.words[i * 7 + 1] for i in range(facts)]
+        places = [clean.words[i * 7 + 5] for i in range(facts)]
+        others = [i for i, a in enumerate(animals) if a != clean.words[query]]
+        k = others[int(torch.randint(len(others), (1,), generator=gen))]
+        words = list(clean.words)
+        words[query] = animals[k]
+        ids = tokenizer.convert_tokens_to_ids(["\u2581" + clean.answer, "\u2581" + places[k]])
+        pairs.append(
+            TaskPair(
+                clean=clean.text,
+                corrupted=join_words(words),
+                clean_answer=clean.answer,
+                clean_answer_id=int(ids[0]),
+                corrupted_answer=places[k],
+                corrupted_answer_id=int(ids[1]),
+                position=query + 1,
+                control_position=6 if clean.source != 6 else 13,
             )
         )
     return pairs

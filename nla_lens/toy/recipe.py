@@ -11,7 +11,6 @@ tokenized with special tokens.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -19,15 +18,7 @@ from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
 from .tokenizer import token_id, token_ids
-from .vocab import (
-    AR_TEMPLATE,
-    AV_TEMPLATE,
-    END_OF_TURN,
-    EXPLANATION_TEMPLATE,
-    INJECTION_CHAR,
-    NEXT_FIELD,
-    TOKEN_NAMES,
-)
+from .vocab import AR_TEMPLATE, AV_TEMPLATE, END_OF_TURN, INJECTION_CHAR
 
 __all__ = [
     "AVPrompt",
@@ -37,15 +28,11 @@ __all__ = [
     "greedy_explain",
     "inject",
     "mse_nrm",
-    "name_ids",
-    "parse_explanation",
     "reconstruct",
     "reconstruct_ids",
-    "target_ids",
 ]
 
 _EXPLANATION = re.compile(r"<explanation>\s*(.*?)\s*</explanation>", re.DOTALL)
-_FIELDS = re.compile(r"^(?:token : (?P<token>.*?))?(?:\s*;?\s*next : (?P<next>.*))?$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -75,42 +62,6 @@ def av_prompt(tokenizer: PreTrainedTokenizerFast) -> AVPrompt:
     return AVPrompt(tuple(ids), p, marker_id, ids[p - 1], ids[p + 1])
 
 
-def name_ids(tokenizer: PreTrainedTokenizerFast, word_id: int) -> list[int]:
-    """How the explanation names a token: itself, or for a special token or tag the plain
-    words of :data:`~nla_lens.toy.vocab.TOKEN_NAMES` (readable after ``skip_special_tokens``)."""
-    name = TOKEN_NAMES.get(str(tokenizer.convert_ids_to_tokens(word_id)))
-    if name is None:
-        return [word_id]
-    ids = token_ids(tokenizer.encode(name, add_special_tokens=False))
-    if tokenizer.unk_token_id in ids:
-        raise ValueError(f"the name {name!r} has a word outside the toy vocabulary")
-    return ids
-
-
-def target_ids(
-    tokenizer: PreTrainedTokenizerFast, word_id: int, next_id: int | None = None
-) -> list[int]:
-    """The AV's training target for a token (and, if given, the subject's confident
-    next-token prediction): the explanation, then ``<end_of_turn>``."""
-    head, tail = EXPLANATION_TEMPLATE.split("{word}")
-    pre = token_ids(tokenizer.encode(head, add_special_tokens=False))
-    post = token_ids(tokenizer.encode(tail, add_special_tokens=False))
-    name = name_ids(tokenizer, word_id)
-    if next_id is not None and next_id >= 0:
-        field = NEXT_FIELD.split("{word}")[0]
-        name += token_ids(tokenizer.encode(field, add_special_tokens=False))
-        name += name_ids(tokenizer, next_id)
-    return [*pre, *name, *post, token_id(tokenizer, END_OF_TURN)]
-
-
-def parse_explanation(explanation: str) -> tuple[str | None, str | None]:
-    """``"token : cat ; next : house"`` -> ``("cat", "house")``; a missing field is None."""
-    match = _FIELDS.match(explanation.strip())
-    if match is None:
-        return None, None
-    return match.group("token") or None, match.group("next") or None
-
-
 def extract_explanation(text: str) -> str:
     """Text between ``<explanation>`` and ``</explanation>``, stripped (raw text if unclosed)."""
     match = _EXPLANATION.search(text)
@@ -138,7 +89,7 @@ def greedy_explain(
     vectors: Tensor,
     scale: float,
     *,
-    max_new_tokens: int = 12,
+    max_new_tokens: int = 96,
     batch_size: int = 256,
 ) -> list[str]:
     """Greedy AV decodes (KV-cached), decoded with special tokens skipped."""
@@ -188,26 +139,21 @@ def reconstruct(
 
 
 def reconstruct_ids(
-    backbone: Gemma3ForCausalLM, value_head: nn.Linear, prompts: list[list[int]]
+    backbone: Gemma3ForCausalLM, value_head: nn.Linear, prompts: list[list[int]], pad_id: int = 0
 ) -> Tensor:
     """AR vectors [N, d]: truncated backbone (final norm = identity), last token, value head.
 
-    Prompts are grouped by length so no padding is needed.
+    Prompts are right-padded (causal attention: padding never reaches a real token)
+    and each row is read at its own last token.
     """
     if not isinstance(backbone.model.norm, nn.Identity):
         raise ValueError("the AR backbone's final norm must be nn.Identity()")
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(prompts):
-        groups[len(ids)].append(i)
-    if len(groups) == 1:
-        hidden = backbone.model(input_ids=torch.tensor(prompts)).last_hidden_state[:, -1]
-        return value_head(hidden).float()
-    out = torch.empty(len(prompts), value_head.weight.shape[0])
-    for idx in groups.values():
-        batch = torch.tensor([prompts[i] for i in idx])
-        hidden = backbone.model(input_ids=batch).last_hidden_state[:, -1]
-        out[torch.tensor(idx)] = value_head(hidden).float()
-    return out
+    lengths = torch.tensor([len(p) for p in prompts])
+    ids = torch.full((len(prompts), int(lengths.max())), pad_id)
+    for row, p in enumerate(prompts):
+        ids[row, : len(p)] = torch.tensor(p)
+    hidden = backbone.model(input_ids=ids).last_hidden_state
+    return value_head(hidden[torch.arange(len(prompts)), lengths - 1]).float()
 
 
 def mse_nrm(pred: Tensor, gold: Tensor, mse_scale: float) -> Tensor:

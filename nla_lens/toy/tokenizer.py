@@ -1,39 +1,48 @@
-"""The toy word-level tokenizer: Gemma-like special ids, one token per word.
+"""The toy tokenizer: Gemma-like special ids and SentencePiece-like word pieces.
 
 Built with the ``tokenizers`` library and wrapped as a transformers fast
 tokenizer, so it loads with ``AutoTokenizer.from_pretrained`` like a real
-checkpoint's. Ids: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3, then the
-chat and image tokens, the injection marker and tags (added, not special),
-punctuation, digits and words.
+checkpoint's. As in Gemma-3's tokenizer, a space becomes ``▁`` and belongs to the
+piece after it (``"the cat"`` is ``the``, ``▁cat``), ``\\n`` is a piece of its own,
+tags are ordinary text split into pieces (``<concept>`` is ``<``, ``concept``,
+``>``; ``</concept>`` starts with ``</``), and decoding gives the text back exactly.
+Ids: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3, then the chat and image
+tokens (special), then ``\\n``, ``▁``, punctuation (the injection marker U+321C
+among it), digits and words, each bare and after a space.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from transformers import PreTrainedTokenizerFast
 
-from .vocab import (
-    ADDED_TOKENS,
-    BOS_TOKEN,
-    EOS_TOKEN,
-    PAD_TOKEN,
-    SPECIAL_TOKENS,
-    UNK_TOKEN,
-    base_vocabulary,
-)
+from .vocab import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, SPACE, SPECIAL_TOKENS, UNK_TOKEN, base_vocabulary
 
 __all__ = [
     "CHAT_TEMPLATE",
     "MODEL_MAX_LENGTH",
     "build_tokenizer",
     "content_token_ids",
+    "spaced_token_ids",
     "token_id",
     "token_ids",
 ]
 
 MODEL_MAX_LENGTH = 512
+# One piece: an optional space mark, then "</", a word, a digit or one other symbol;
+# or a newline; or a space mark alone (a run of spaces).
+_PIECE = rf"{SPACE}?</|{SPACE}?[A-Za-z]+|{SPACE}?[0-9]|{SPACE}?[^A-Za-z0-9\s{SPACE}]|\n|{SPACE}"
 
 # Gemma-3 style: BOS once, system folded into the first user turn, assistant -> model,
 # content either a string or a list of {"type": "text"|"image"} parts.
@@ -63,19 +72,16 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Build the toy tokenizer deterministically (no randomness involved)."""
-    ordered = [*SPECIAL_TOKENS, *ADDED_TOKENS, *base_vocabulary()]
+    ordered = [*SPECIAL_TOKENS, *base_vocabulary()]
     vocab = {token: i for i, token in enumerate(ordered)}
     if len(vocab) != len(ordered):
         raise ValueError("toy vocabulary has duplicate entries")
 
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
-    )
-    # WordPiece without "##" continuations: joins tokens with single spaces.
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(_PIECE), behavior="isolated")
+    tok.decoder = decoders.Replace(SPACE, " ")
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
     bos_id = vocab[BOS_TOKEN]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A",
@@ -104,7 +110,7 @@ def token_ids(encoded: Any) -> list[int]:
 
 
 def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
-    """The id of one vocabulary token (raises if it is unknown)."""
+    """The id of one vocabulary piece (``"▁cat"``, ``"cat"``, ``"<bos>"``); raises if unknown."""
     found = tokenizer.convert_tokens_to_ids(token)
     if not isinstance(found, int) or found == tokenizer.unk_token_id:
         raise KeyError(f"{token!r} is not in the toy vocabulary")
@@ -112,6 +118,18 @@ def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
 
 
 def content_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
-    """Ids of the ordinary vocabulary (words, digits, punctuation): no special or added tokens."""
-    added = set(tokenizer.get_added_vocab().values())
-    return sorted(i for i in tokenizer.get_vocab().values() if i not in added)
+    """Ids of the ordinary vocabulary (words, digits, punctuation, both variants): no special
+    tokens, no newline, no lone space mark."""
+    special = set(range(len(SPECIAL_TOKENS))) | {
+        token_id(tokenizer, SPACE),
+        token_id(tokenizer, "\n"),
+    }
+    return sorted(i for i in tokenizer.get_vocab().values() if i not in special)
+
+
+def spaced_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """Ids of the pieces after a space (``▁cat``): what running text is mostly made of."""
+    content = set(content_token_ids(tokenizer))
+    return sorted(
+        i for t, i in tokenizer.get_vocab().items() if t.startswith(SPACE) and i in content
+    )

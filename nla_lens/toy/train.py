@@ -16,22 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from .recipe import (
-    AVPrompt,
-    ar_prompt_ids,
-    extract_explanation,
-    inject,
-    mse_nrm,
-    reconstruct_ids,
-    target_ids,
-)
-from .subject import EXTRACTION_LAYER, MODEL_ID_KEY, Residuals, pad_batch
+from .recipe import AVPrompt, inject, mse_nrm, reconstruct_ids
+from .residuals import Residuals, pad_batch
+from .subject import EXTRACTION_LAYER, MODEL_ID_KEY
+from .targets import Targets
 
 __all__ = [
     "TrainConfig",
-    "explanation_for",
     "make_ar",
     "make_av",
     "train_ar",
@@ -143,19 +136,6 @@ def train_subject(
     return ema
 
 
-def explanation_for(
-    tokenizer: PreTrainedTokenizerFast, word_id: int | None, next_id: int = -1
-) -> str:
-    """What the AR sees for a perfect AV decode: the target decoded as the AV's output would be
-    (``token : cat ; next : house``; ``next`` only where ``next_id >= 0``). ``word_id=None``
-    gives the description with the token field dropped (``next : house``)."""
-    if word_id is None:
-        full = explanation_for(tokenizer, 0, next_id)
-        return full[full.index("next :") :]
-    decoded = tokenizer.decode(target_ids(tokenizer, word_id, next_id), skip_special_tokens=True)
-    return extract_explanation(str(decoded))
-
-
 def make_av(subject: Gemma3ForCausalLM) -> Gemma3ForCausalLM:
     """The AV starts as a copy of the subject (\"fine-tuned from the subject\"), minus the
     subject's declared hub id (the AV is not the subject)."""
@@ -204,42 +184,69 @@ def _forward_shared_prefix(model: Gemma3ForCausalLM, embeds: Tensor, n_shared: i
     return out.last_hidden_state
 
 
-def _padded_targets(
-    tokenizer: PreTrainedTokenizerFast, tokens: Tensor, nexts: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per-row AV targets, right-padded: (input ids with ``<pad>``, labels with -100)."""
-    keys = list(zip(tokens.tolist(), nexts.tolist(), strict=True))
-    table = {k: target_ids(tokenizer, *k) for k in sorted(set(keys))}
-    width = max(len(ids) for ids in table.values())
-    rows = {k: [*ids, *[-100] * (width - len(ids))] for k, ids in table.items()}
-    labels = torch.tensor([rows[k] for k in keys])
-    return labels.masked_fill(labels == -100, int(tokenizer.pad_token_id)), labels
+def _mixture(data: Residuals, weights: dict[str, float]) -> tuple[list[Tensor], Tensor]:
+    """Row pools by kind of text (``<bos>`` rows count as random text) and the chance of
+    drawing from each."""
+    group = {"start": "random", "facts": "task", "question": "task"}
+    pools: dict[str, list[int]] = {}
+    for i, label in enumerate(data.labels):
+        pools.setdefault(group.get(label.kind, label.kind), []).append(i)
+    names = [k for k in weights if k in pools]
+    return [torch.tensor(pools[k]) for k in names], torch.tensor([weights[k] for k in names])
+
+
+def _draw_rows(pools: list[Tensor], chance: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    which = torch.multinomial(chance, n, replacement=True, generator=gen).tolist()
+    picks = torch.rand(n, generator=gen).tolist()
+    return torch.tensor([int(pools[w][int(u * len(pools[w]))]) for w, u in zip(which, picks, strict=True)])
+
+
+MIXTURE = {"task": 0.4, "chat": 0.25, "random": 0.35}
+
+
+def _kind_weights(data: Residuals, pools: list[Tensor], mse_scale: float) -> Tensor:
+    """Per-row loss weights 1 / Var(v_n) of the row's kind of text (mean 1 over a batch
+    of the mixture): the AR minimises mse_nrm relative to each distribution's own spread,
+    i.e. maximises fve_nrm on each, instead of serving the widest-spread text first."""
+    var = []
+    for rows in pools:
+        v = data.vectors[rows]
+        v_n = v * (mse_scale / v.norm(dim=-1, keepdim=True))
+        var.append(float(((v_n - v_n.mean(dim=0)) ** 2).mean()))
+    weights = torch.zeros(len(data))
+    for rows, value in zip(pools, var, strict=True):
+        weights[rows] = 1.0 / value
+    return weights
 
 
 def train_av(
     av: Gemma3ForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
+    targets: Targets,
     prompt: AVPrompt,
     data: Residuals,
     injection_scale: float,
     cfg: TrainConfig,
 ) -> float:
-    """Teacher-forced SFT; loss on the target tokens only (the token's name, and the
-    subject's confident next-token prediction: targets of different lengths, right-padded
-    and the padding ignored). Returns the final running accuracy (whole target right)."""
+    """Teacher-forced SFT; loss on the target tokens only (the three-line explanation in
+    its canonical phrasing, continuations drawn afresh from the subject's distribution
+    where it is unsure; right-padded, padding ignored). Returns the final running
+    accuracy (whole target right)."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    inputs, labels = _padded_targets(tokenizer, data.tokens, data.next_tokens)
+    pools, chance = _mixture(data, MIXTURE)
     n_prompt = len(prompt.ids)
     opt, sched = _optimizer(list(av.parameters()), cfg)
     embed = av.get_input_embeddings()
+    pad = targets.pad_id
     acc = 0.0
     bar = tqdm(range(cfg.steps), desc="AV SFT", leave=False)
     for step in bar:
-        idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        tgt = labels[idx]
+        idx = _draw_rows(pools, chance, cfg.batch_size, gen)
+        rows = [targets.av_ids(data, int(i), gen) for i in idx]
+        width = max(len(r) for r in rows)
+        tgt = torch.tensor([[*r, *[-100] * (width - len(r))] for r in rows])
+        inputs = tgt.masked_fill(tgt == -100, pad)
         embeds = torch.cat(
-            [inject(av, prompt, data.vectors[idx], injection_scale), embed(inputs[idx, :-1])],
-            dim=1,
+            [inject(av, prompt, data.vectors[idx], injection_scale), embed(inputs[:, :-1])], dim=1
         )
         hidden = _forward_shared_prefix(av, embeds, prompt.position)[
             :, n_prompt - 1 - prompt.position :
@@ -265,51 +272,50 @@ def train_av(
 def train_ar(
     ar: Gemma3ForCausalLM,
     head: nn.Linear,
-    tokenizer: PreTrainedTokenizerFast,
+    targets: Targets,
     data: Residuals,
     mse_scale: float,
     cfg: TrainConfig,
     next_only: float = 0.0,
-    balanced: float = 0.0,
 ) -> float:
-    """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE mean.
+    """SFT with the contract's loss: both vectors scaled to ``mse_scale``, MSE, each row
+    weighted by 1 / Var(v_n) of its kind of text (see :func:`_kind_weights`).
 
-    The AR reads the explanation a perfect AV decode gives. A share ``balanced`` of each
-    batch is rows where the subject is confident, drawn evenly over the next token it
-    predicts (rare predictions, such as the task's answers, are seen as often as common
-    ones), the rest rows drawn uniformly; a share ``next_only`` of the batch (taken from
-    the balanced rows) is shown
-    with the token field dropped (``next : house``), so that a description of what comes
-    next alone reconstructs to what residuals predicting it share.
+    The AR reads explanations in any phrasing, whole or cut after line 1 or 2
+    (:meth:`Targets.ar_text`), of rows drawn from the task, chats and random text; a
+    share ``next_only`` of each batch are rows where the subject is confident, drawn
+    evenly over the next token it predicts, described by their continuation alone
+    (``next comes house``), so that a description of what comes next reconstructs
+    to what residuals predicting it share.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
-    keys = list(zip(data.tokens.tolist(), data.next_tokens.tolist(), strict=True))
-    prompt_of = {k: ar_prompt_ids(tokenizer, explanation_for(tokenizer, *k)) for k in set(keys)}
+    pools, chance = _mixture(data, MIXTURE)
+    weights = _kind_weights(data, pools, mse_scale)
+    norm = float(sum(c * weights[p[0]] for p, c in zip(pools, chance / chance.sum(), strict=True)))
+    weights = weights / norm
     by_next: dict[int, list[int]] = {}
-    for i, (_, n) in enumerate(keys):
+    for i, n in enumerate(data.next_tokens.tolist()):
         if n >= 0:
             by_next.setdefault(n, []).append(i)
     classes = sorted(by_next)
-    for n in classes:
-        prompt_of[(None, n)] = ar_prompt_ids(tokenizer, explanation_for(tokenizer, None, n))
-    n_uniform = cfg.batch_size - round(balanced * cfg.batch_size) if classes else cfg.batch_size
     n_drop = round(next_only * cfg.batch_size) if classes else 0
     params = [*ar.parameters(), *head.parameters()]
     opt, sched = _optimizer(params, cfg)
     ema = 2.0
     bar = tqdm(range(cfg.steps), desc="AR SFT", leave=False)
     for step in bar:
-        idx = torch.randint(len(data.tokens), (cfg.batch_size,), generator=gen)
-        if n_uniform < cfg.batch_size:
-            picks = torch.randint(len(classes), (cfg.batch_size - n_uniform,), generator=gen)
-            draws = torch.rand(len(picks), generator=gen).tolist()
-            for j, (c, u) in enumerate(zip(picks.tolist(), draws, strict=True)):
-                pool = by_next[classes[c]]
-                idx[n_uniform + j] = pool[int(u * len(pool))]
-        rows = [keys[i] for i in idx.tolist()]
-        rows[cfg.batch_size - n_drop :] = [(None, n) for _, n in rows[cfg.batch_size - n_drop :]]
-        pred = reconstruct_ids(ar, head, [prompt_of[k] for k in rows])
-        loss = mse_nrm(pred, data.vectors[idx], mse_scale).mean()
+        idx = _draw_rows(pools, chance, cfg.batch_size - n_drop, gen)
+        texts = [targets.ar_text(data, int(i), gen) for i in idx]
+        if n_drop:
+            picks = torch.randint(len(classes), (n_drop,), generator=gen).tolist()
+            draws = torch.rand(n_drop, generator=gen).tolist()
+            extra = [by_next[classes[c]][int(u * len(by_next[classes[c]]))] for c, u in zip(picks, draws, strict=True)]
+            idx = torch.cat([idx, torch.tensor(extra)])
+            texts += [targets.next_only_text(data, i, gen) for i in extra]
+        pred = reconstruct_ids(ar, head, [targets.ar_prompt(t) for t in texts])
+        # continuation-only rows (steering descriptions) weigh as an average row
+        w = torch.cat([weights[idx[: len(idx) - n_drop]], torch.ones(n_drop)])
+        loss = (mse_nrm(pred, data.vectors[idx], mse_scale) * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

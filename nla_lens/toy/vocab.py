@@ -1,8 +1,14 @@
 """Fixed vocabulary and prompt templates of the toy NLA pair.
 
-Everything here is data: the word list the toy subject reads, the special and
-added tokens (Gemma-like ids), and the AV/AR prompt templates in the released
-wording. Changing anything here changes every toy checkpoint.
+Everything here is data: the word list the toy subject reads, the special tokens
+(Gemma-like ids), and the AV/AR prompt templates in the released wording.
+Changing anything here changes every toy checkpoint.
+
+Like Gemma-3's SentencePiece vocabulary, every word and punctuation mark comes
+twice: bare (``cat``) and after a space (``▁cat``); the tags of the templates are
+ordinary text (``<concept>`` is ``<``, ``concept``, ``>``, and ``</concept>`` is
+``</``, ``concept``, ``>``), so the marker's neighbours are ``>`` and ``</`` as in
+the released Gemma sidecars.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "ADDED_TOKENS",
     "AR_TEMPLATE",
     "AV_TEMPLATE",
     "BOI_TOKEN",
@@ -18,20 +23,22 @@ __all__ = [
     "CONFIDENT",
     "CONTENT_WORDS",
     "END_OF_TURN",
+    "EXPLANATION_WORDS",
     "EOI_TOKEN",
     "EOS_TOKEN",
-    "EXPLANATION_TEMPLATE",
     "IMAGE_TOKEN",
     "INJECTION_CHAR",
-    "NEXT_FIELD",
     "PAD_TOKEN",
     "PUNCTUATION",
+    "SPACE",
     "SPECIAL_TOKENS",
     "START_OF_TURN",
+    "TAG_WORDS",
     "TASK_WORDS",
     "TOKEN_NAMES",
     "UNK_TOKEN",
     "base_vocabulary",
+    "words",
 ]
 
 PAD_TOKEN = "<pad>"
@@ -57,18 +64,12 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     IMAGE_TOKEN,
 )
 
-# The injection marker (Gemma-3's, U+321C) and the tags: single, NOT special tokens.
+# The injection marker (Gemma-3's, U+321C): an ordinary vocabulary piece, as in Gemma-3.
 INJECTION_CHAR = "\u321c"
-ADDED_TOKENS: tuple[str, ...] = (
-    INJECTION_CHAR,
-    "<concept>",
-    "</concept>",
-    "<explanation>",
-    "</explanation>",
-    "<text>",
-    "</text>",
-    "<summary>",
-)
+#: The SentencePiece word-boundary mark (a piece ``▁cat`` is `` cat``).
+SPACE = "\u2581"
+#: Tag names the templates use; each tag is several pieces (``<``, name, ``>``).
+TAG_WORDS: tuple[str, ...] = ("concept", "explanation", "text", "summary")
 
 # Released AV wording (kitft/natural_language_autoencoders docs/inference.md).
 AV_TEMPLATE = (
@@ -83,18 +84,12 @@ AV_TEMPLATE = (
     "Please provide an explanation."
 )
 AR_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summary>"
-# What the AV is trained to emit (the assistant turn, before <end_of_turn>): the token at
-# the position, then, where the subject is confident (top next-token probability >=
-# CONFIDENT), the subject's own next-token prediction: ``token : cat ; next : house``.
-EXPLANATION_TEMPLATE = "<explanation> token: {word} </explanation>"
-NEXT_FIELD = "; next: {word}"  # inserted after the token's name when the subject is confident
+#: Where the subject's top next-token probability is at least this, the AV names its
+#: prediction as *the* continuation; below it, as one of several (see ``describe.py``).
 CONFIDENT = 0.5
 
-# How the AV names a token that is not an ordinary word: special tokens vanish under
-# ``decode(skip_special_tokens=True)`` and the tags would nest inside the explanation,
-# so these are named with plain words (``token : start of turn``). Every other token
-# is named by itself (``token : cat``). Every name has two words or more, so no name
-# is also an ordinary token's.
+# How the AV names a special token (they vanish under ``decode(skip_special_tokens=True)``):
+# with plain words (``start of text``). Every other token is quoted as it decodes.
 TOKEN_NAMES: dict[str, str] = {
     PAD_TOKEN: "empty padding",
     EOS_TOKEN: "end of text",
@@ -105,17 +100,9 @@ TOKEN_NAMES: dict[str, str] = {
     BOI_TOKEN: "start of image",
     EOI_TOKEN: "end of image",
     IMAGE_TOKEN: "image part",
-    INJECTION_CHAR: "injection marker",
-    "<concept>": "open concept",
-    "</concept>": "close concept",
-    "<explanation>": "open explanation",
-    "</explanation>": "close explanation",
-    "<text>": "open text",
-    "</text>": "close text",
-    "<summary>": "open summary",
 }
 
-PUNCTUATION: tuple[str, ...] = tuple(".,:;!?-'\"()")
+PUNCTUATION: tuple[str, ...] = (*".,:;!?-'\"()<>/", "</", INJECTION_CHAR)
 DIGITS: tuple[str, ...] = tuple("0123456789")
 
 # Words the chat template and the templates above need (besides CONTENT_WORDS).
@@ -166,19 +153,32 @@ TASK_WORDS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+# Words the toy AV's explanations use (nla_lens.toy.describe) that the lists above lack.
+EXPLANATION_WORDS: tuple[str, ...] = (
+    "facts", "listing", "animals", "places", "so", "far", "question", "about", "random",
+    "words", "chat", "reading", "phrase", "fact", "next", "maybe", "perhaps", "or", "either",
+    "likely", "unsure", "nothing", "yet", "turn", "user", "model", "text", "start", "token",
+    "piece", "comes", "followed", "none", "starts", "speaks", "then", "where", "now", "asks", "asking", "sentence", "word", "last",
+)  # fmt: skip
+
+
 def _template_words() -> list[str]:
-    text = " ".join([AV_TEMPLATE, AR_TEMPLATE, EXPLANATION_TEMPLATE, NEXT_FIELD, _SCAFFOLD_WORDS])
-    for tag in (*ADDED_TOKENS, "{injection_char}", "{explanation}", "{word}"):
+    text = " ".join([AV_TEMPLATE, AR_TEMPLATE, _SCAFFOLD_WORDS, *TAG_WORDS])
+    for tag in ("{injection_char}", "{explanation}"):
         text = text.replace(tag, " ")
     return re.findall(r"[A-Za-z]+", text)
 
 
-def base_vocabulary() -> list[str]:
-    """The ordinary (non-added) vocabulary: punctuation, digits, then words, de-duplicated.
-
-    The words of :data:`TOKEN_NAMES` and then :data:`TASK_WORDS` come last, so adding
-    them kept every earlier id.
-    """
+def words() -> list[str]:
+    """Every word of the vocabulary, de-duplicated, in a fixed order."""
     names = " ".join(TOKEN_NAMES.values()).split()
-    words = [*CONTENT_WORDS, *_template_words(), *names, *TASK_WORDS]
-    return list(dict.fromkeys([*PUNCTUATION, *DIGITS, *words]))
+    return list(
+        dict.fromkeys([*CONTENT_WORDS, *_template_words(), *names, *TASK_WORDS, *EXPLANATION_WORDS])
+    )
+
+
+def base_vocabulary() -> list[str]:
+    """The ordinary (non-special) pieces: newline and the bare space mark, then each
+    punctuation mark, digit and word bare and after a space (``cat``, ``▁cat``)."""
+    units = [*PUNCTUATION, *DIGITS, *words()]
+    return ["\n", SPACE, *[p for u in units for p in (u, SPACE + u)]]

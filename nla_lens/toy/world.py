@@ -18,10 +18,12 @@ from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
 from .recall import PATCH_LAYER, TaskPair
-from .recipe import AVPrompt, extract_explanation, greedy_explain, parse_explanation, reconstruct
+from .describe import describe_next
+from .reading import read_explanation
+from .recipe import AVPrompt, extract_explanation, greedy_explain, reconstruct
 from .subject import EXTRACTION_LAYER
 
-__all__ = ["WorldFigures", "block_edit", "measure_world"]
+__all__ = ["WorldFigures", "block_edit", "edit_next", "measure_world"]
 
 STEER_ALPHA = 1.0  # alpha * ||v|| = the typical residual norm (the AV's injection scale)
 
@@ -42,6 +44,14 @@ def block_edit(
         yield
     finally:
         handle.remove()
+
+
+def edit_next(explanation: str, word: str) -> str:
+    """The explanation with line 3's continuation replaced by ``word`` (lines 1-2 kept)."""
+    reading = read_explanation(explanation)
+    kept = [line for line in reading.lines if not line.startswith(("token", "last piece", "the token"))]
+    token = f'token "{reading.token}"; ' if reading.token is not None else ""
+    return "\n".join([*kept, token + describe_next(word)])
 
 
 @dataclass(frozen=True)
@@ -110,10 +120,9 @@ def measure_world(
         text = extract_explanation(
             greedy_explain(av, tokenizer, prompt, h[None], injection_scale)[0]
         )
-        token, _ = parse_explanation(text)
         target = p.corrupted_answer
-        descriptions = [f"next : {target}", f"token : {token} ; next : {target}", text]
-        edited = f"token : {token} ; next : {target}"
+        edited = edit_next(text, target)
+        descriptions = [describe_next(target), edited, text]
         pred = reconstruct(ar, head, tokenizer, [*descriptions, edited])
         vectors = [
             _unit(pred[0]) * injection_scale,

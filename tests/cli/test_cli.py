@@ -111,3 +111,26 @@ def test_demo_says_how_to_read_the_scores(capsys):
     assert main(["demo", "--text", "the cat"]) == 0
     out = capsys.readouterr().out
     assert "fve_nrm  the fraction of variance explained" in out and "Try next:" in out
+
+
+def test_cli_and_api_share_the_chat_template_default(capsys, nla, subject):
+    """`nla-lens transcript "..."` and `nla.transcript(model, "...")` read a string the same
+    way (one default, CHAT_DEFAULT); --chat and --plain override it."""
+    import inspect
+
+    from nla_lens.cli import build_parser
+    from nla_lens.experiments.reading import CHAT_DEFAULT, build_transcript
+
+    parse = build_parser().parse_args
+    assert parse(["transcript", "x"]).chat is CHAT_DEFAULT
+    assert inspect.signature(build_transcript).parameters["chat"].default is CHAT_DEFAULT
+    assert parse(["transcript", "x", "--chat"]).chat is True
+    assert parse(["transcript", "x", "--plain"]).chat is False
+    model, tok = subject
+    text = "the cat is in the house"
+    api = nla.transcript(model, text, tokenizer=tok, max_new_tokens=12)
+    args = ["transcript", text, "--av", "toy", "--ar", "toy", "--subject", "toy"]
+    assert main([*args, "--max-new-tokens", "12", "--device", "cpu"]) == 0
+    assert api.to_text() in capsys.readouterr().out
+    chat = nla.transcript(model, text, tokenizer=tok, chat=True, max_new_tokens=12)
+    assert len(chat.entries) > len(api.entries)  # the template's turn markers

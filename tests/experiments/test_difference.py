@@ -9,10 +9,11 @@ import torch
 from nla_lens.errors import VectorError
 from nla_lens.experiments.patching import activation_patching
 from nla_lens.experiments.steering import add_direction, steering_vector
+from nla_lens.toy import describe_next, read_explanation
 from tests.conftest import content_vocab
 
 pytestmark = pytest.mark.integration
-TOKENS = 16
+TOKENS = 96  # a whole three-line toy explanation
 TARGET = "cat"
 
 
@@ -27,13 +28,15 @@ def prompt(subject):
 
 def test_difference_of_steered_and_plain_residual_names_the_target(nla, toy_residuals):
     v, _ = toy_residuals
-    direction = steering_vector(nla, f"token : {TARGET}", reference=v)
+    direction = steering_vector(nla, describe_next(TARGET), reference=v)
     steered = v[:6] + direction
     d = nla.explain_difference(
         steered, v[:6], label_a="steered", label_b="plain", max_new_tokens=TOKENS
     )
     assert len(d) == 6
-    assert all(e is not None and TARGET in e.text.split() for e in d.explanations), d.texts
+    assert all(
+        e is not None and read_explanation(e.text).names_next(TARGET) for e in d.explanations
+    ), d.texts
     assert all(e.cos is not None and e.cos > 0.5 for e in d.explanations if e is not None)
     frame = d.to_frame()
     assert {"difference", "difference_norm", "explanation_steered", "explanation_plain"} <= set(
@@ -58,7 +61,7 @@ def test_equal_rows_are_unchanged_and_single_vectors_broadcast(nla, toy_residual
 def test_run_diff_carries_the_difference_explanation_and_intervals(nla, subject, prompt):
     model, tok = subject
     v = nla.capture(model, prompt, tokenizer=tok)[0]
-    direction = steering_vector(nla, f"token : {TARGET}", reference=v[1:])
+    direction = steering_vector(nla, describe_next(TARGET), reference=v[1:])
     positions = [3, 5]
     kw = dict(positions=positions, tokenizer=tok, samples=4, temperature=1.0, seed=0,
               max_new_tokens=TOKENS)  # fmt: skip
@@ -72,7 +75,7 @@ def test_run_diff_carries_the_difference_explanation_and_intervals(nla, subject,
     )
     diff = plain.diff(steered, explain_difference=True)
     frame = diff.to_frame()
-    assert TARGET in frame.loc[0, "explanation_b_minus_a"].split()
+    assert read_explanation(frame.loc[0, "explanation_b_minus_a"]).names_next(TARGET)
     assert pd.isna(frame.loc[1, "explanation_b_minus_a"])  # position 5 at layer K: untouched
     for side in ("on_a", "on_b"):
         cols = [f"delta_fve_nrm_{side}", f"delta_fve_nrm_{side}_lo", f"delta_fve_nrm_{side}_hi"]

@@ -7,7 +7,7 @@ import pytest
 from nla_lens.errors import VectorError
 from nla_lens.experiments.faithfulness import split_segments
 
-TOKENS = 16
+TOKENS = 96  # a whole three-line toy explanation
 
 
 def test_split_segments_units():

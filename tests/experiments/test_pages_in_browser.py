@@ -70,3 +70,29 @@ def test_page_renders_coloured_cells_and_text(pages, name, tmp_path):
     assert coloured(empty) == 0 and dark(empty) == 0  # the measure sees nothing on a blank page
     assert coloured(img) > 2000, f"{name}: no coloured cells in the screenshot"
     assert dark(img) > 1500, f"{name}: no text in the screenshot"
+
+
+def test_patching_page_shows_the_legend_and_the_prompts(nla, subjects, prompts, tmp_path):
+    """The legend and the prompts are on screen: the page without them renders with
+    clearly less text and colour, and the DOM Chromium builds holds both."""
+    clean, corrupt = prompts
+    tok = subjects["tokenizer"]
+    text = [" ".join(tok.convert_ids_to_tokens(row[1:])) for row in (clean[0], corrupt[0])]
+    df = activation_patching(
+        nla, subjects["hf"], text[0], text[1], layers=[0, 1], positions=[1, -1],
+        answer_tokens=(int(clean[0, -1]), int(corrupt[0, -1])), tokenizer=tok, max_new_tokens=16,
+    )  # fmt: skip
+    page = patching_html(df)
+    full = page.save(tmp_path / "full.html")
+    head, table = str(page).split("<table><thead>", 1)
+    assert 'class="nla-legend"' in head and 'class="nla-prompts"' in head
+    bare = type(page)("<table><thead>" + table).save(tmp_path / "bare.html")
+    with_head = screenshot(full, tmp_path / "full.png")
+    without = screenshot(bare, tmp_path / "bare.png")
+    assert dark(with_head) > dark(without) + 500, "the prompts and legend add no visible text"
+    assert coloured(with_head) > coloured(without) + 200, "the legend's swatches are not visible"
+    dom = subprocess.run(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", full.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120, text=True,
+    ).stdout  # fmt: skip
+    assert text[0][:30] in dom and text[1][:30] in dom and "behaves like the corrupted run" in dom

@@ -12,6 +12,7 @@ from nla_lens.experiments import activation_patching, patching_html, plot_patchi
 from nla_lens.experiments.runs import ExplainedRun
 from nla_lens.experiments.steering import add_direction, steer_by_edit
 from nla_lens.subjects import residual_edit
+from nla_lens.toy import describe_next, read_explanation
 
 pytestmark = pytest.mark.integration
 FRAMEWORKS = ["transformer_lens", "nnsight", "hf"]
@@ -138,18 +139,14 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     target = next(
         w for w in ("dog", "house", "river", "music") if w != original and w in tok.get_vocab()
     )
-    direction = nla.steering_vector(f"token: {target}")
+    direction = nla.steering_vector(describe_next(target))
     cos_to_target = []
     named = []
     for alpha in (0.0, 0.5, 1.0, 2.0):
         run = nla.explain_run(
-            model,
-            clean,
-            positions=pos,
-            max_new_tokens=20,
-            **add_direction(direction, alpha, nla.layer, positions=pos),
+            model, clean, positions=pos, **add_direction(direction, alpha, nla.layer, positions=pos)
         )
-        named.append(target in run.texts[0].split())
+        named.append(read_explanation(run.texts[0]).names_next(target))
         cos_to_target.append(
             float(torch.nn.functional.cosine_similarity(run.vectors[0], direction, dim=0))
         )
@@ -158,28 +155,28 @@ def test_steering_by_description(nla, subjects, prompts, framework):
 
 
 def test_steering_by_editing_an_explanation(nla, subjects):
-    """Edit the `next :` part of the explanation at a task prompt's last position: the
-    steered residual reads the edited prediction, offline and in a live forward pass, and
-    the subject's answer follows."""
+    """Edit the continuation line 3 names in the explanation at a task prompt's last
+    position: the steered residual reads the edited prediction, offline and in a live
+    forward pass, and the subject's answer follows."""
     from nla_lens.toy import tasks
+    from nla_lens.toy.world import edit_next
 
     model, tok = subjects["transformer_lens"], subjects["tokenizer"]
     task = tasks(1)[0]
-    run = nla.explain_run(model, task.clean, positions=-1, max_new_tokens=20)
+    run = nla.explain_run(model, task.clean, positions=-1)
     h, text = run.vectors[0], run.texts[0]
-    assert f"next : {task.clean_answer}" in text
-    edited = text.replace(f"next : {task.clean_answer}", f"next : {task.corrupted_answer}")
-    offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.0], max_new_tokens=20)
+    assert read_explanation(text).next == task.clean_answer
+    edited = edit_next(text, task.corrupted_answer)
+    offline = steer_by_edit(nla, h, text, edited, alphas=[0.0, 1.0])
     assert offline[0].explanation.text == text
-    assert f"next : {task.corrupted_answer}" in offline[1].explanation.text
+    assert read_explanation(offline[1].explanation.text).next == task.corrupted_answer
     live = steer_by_edit(
-        nla, h, text, edited, alphas=[1.0], model=model, inputs=task.clean, position=-1,
-        max_new_tokens=20,
-    )  # fmt: skip
-    assert f"next : {task.corrupted_answer}" in live[0].explanation.text
+        nla, h, text, edited, alphas=[1.0], model=model, inputs=task.clean, position=-1
+    )
+    assert read_explanation(live[0].explanation.text).next == task.corrupted_answer
     assert live[0].run is not None
     answer = int(live[0].run.logits[0, -1].argmax())
-    assert tok.convert_ids_to_tokens(answer) == task.corrupted_answer
+    assert answer == task.corrupted_answer_id
 
 
 def test_native_idioms_read_the_pairs_layer(nla, subjects, prompts):
@@ -213,7 +210,7 @@ def test_steered_generation_in_every_framework(nla, subjects, prompts):
     from nla_lens.experiments.steering import steered_generate
 
     clean = prompts[0]
-    direction = nla.steering_vector("token : house")
+    direction = nla.steering_vector(describe_next("house"))
     kw = {"max_new_tokens": 6, "tokenizer": subjects["tokenizer"]}
     plain = subjects["hf"].generate(
         input_ids=clean, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0

@@ -9,7 +9,7 @@ from nla_lens.errors import SamplingError
 from nla_lens.experiments.uncertainty import TextScorer, bootstrap_delta
 from tests.experiments._vectors import agreeing_and_disagreeing
 
-TOKENS = 16
+TOKENS = 96  # a whole three-line toy explanation
 
 
 def test_bootstrap_interval_narrows_as_k_grows():
@@ -115,11 +115,15 @@ def test_sample_intervals_shrink_as_k_grows_on_the_toy(nla, toy_residuals):
     assert mean_width[32] < mean_width[8], mean_width
 
 
+def _t(token: str, nxt: str) -> str:
+    return f'random words\nreading "{token}"\ntoken " {token}"; next comes {nxt}'
+
+
 def test_agreements_in_one_pass_equal_one_group_at_a_time(nla):
     scorer = TextScorer(nla)
     groups = [
-        ["token : cat ; next : sat", "token : cat ; next : sat", "token : dog ; next : ran"],
-        ["token : red ; next : car", "token : blue ; next : sky", "token : the ; next : end"],
+        [_t("cat", "in"), _t("cat", "in"), _t("dog", "ran")],
+        [_t("red", "car"), _t("blue", "sky"), _t("the", "end")],
     ]
     together = scorer.agreements(groups)
     assert together == pytest.approx([scorer.agreement(g) for g in groups], abs=1e-6)

@@ -38,7 +38,6 @@ def table(tmp_path_factory):
 @pytest.fixture(scope="module")
 def explorer(nla, subject, table):
     from nla_lens.explore import make_explorer
-
     from nla_lens.toy import tasks
 
     model, tok = subject

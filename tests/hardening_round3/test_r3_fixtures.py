@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 
 import pytest
+
 from tests.released import fetch as fx
 
 NAME = "qwen3"

