@@ -12,7 +12,9 @@ from ._pair import TOY, add_pair_args, resolve
 
 #: A prompt of the toy subject's recall task (``nla_lens.toy.tasks()``): three facts,
 #: then the question; the subject answers `` river``.
-DEFAULT_TEXT = "the cat is in my house. the dog is in the river. the owl is in a cave. the dog is in the"
+DEFAULT_TEXT = (
+    "the cat is in my house. the dog is in the river. the owl is in a cave. the dog is in the"
+)
 
 GUIDE = """\
 How to read this:
@@ -32,10 +34,14 @@ TOY_NOTE = """\
   The toy: each explanation has three lines, in the released AVs' order: the context
            (the facts listed so far, or the question about one animal), the phrase being
            read and the animal it is about, then the token and what the subject expects
-           next (one word where it is sure, two where it is unsure). Expect fve_nrm of
-           about 0.6 to 1 against the 'task' baseline at most positions of a task prompt;
-           the lowest are where the subject is unsure of what comes next (a determiner, a
-           fact's place word): the words name two guesses, the residual holds one.
+           next (one word where it is sure, two guesses where it is unsure, "any word"
+           where it has none). Against the 'task' baseline expect fve_nrm of about 0.8 to
+           1 at most positions of a task prompt, and 0.5 to 0.7 at some 'is' and '.'
+           positions, where the residual holds more of the sentence than the words say.
+           Line 1's list of earlier facts is often wrong: the layer-3 residual keeps the
+           current sentence far better than the facts before it, and the score hardly
+           moves, because the token and the phrase carry most of the variance. Line 3
+           of the last position names the answer (river) the subject is about to give.
 """
 
 TRY_NEXT = """
@@ -149,7 +155,9 @@ def choose_baseline(nla: Any, vectors: Any, name: str) -> str:
     fit = check_fit(vectors, nla.baseline, mse_scale=nla.ar.mse_scale, min_vectors=2)
     if fit is not None:
         names = ", ".join(f"{k} {b.variance:.3g}" for k, b in shipped.items())
-        line += f"\n  these {fit.n} residuals spread Var(v_n) {fit.spread:.3g} (ratio {fit.ratio:.2f}"
+        line += (
+            f"\n  these {fit.n} residuals spread Var(v_n) {fit.spread:.3g} (ratio {fit.ratio:.2f}"
+        )
         line += f"; shipped baselines: {names})" if names else ")"
         if not fit.fits:
             line += "\n  " + str(fit)
