@@ -12,7 +12,9 @@ from ._pair import TOY, add_pair_args, resolve
 
 #: A prompt of the toy subject's recall task (``nla_lens.toy.tasks()``): three facts,
 #: then the question; the subject answers `` river``.
-DEFAULT_TEXT = "the cat is in my house. the dog is in the river. the owl is in a cave. the dog is in the"
+DEFAULT_TEXT = (
+    "the cat is in my house. the dog is in the river. the owl is in a cave. the dog is in the"
+)
 
 GUIDE = """\
 How to read this:
@@ -149,7 +151,9 @@ def choose_baseline(nla: Any, vectors: Any, name: str) -> str:
     fit = check_fit(vectors, nla.baseline, mse_scale=nla.ar.mse_scale, min_vectors=2)
     if fit is not None:
         names = ", ".join(f"{k} {b.variance:.3g}" for k, b in shipped.items())
-        line += f"\n  these {fit.n} residuals spread Var(v_n) {fit.spread:.3g} (ratio {fit.ratio:.2f}"
+        line += (
+            f"\n  these {fit.n} residuals spread Var(v_n) {fit.spread:.3g} (ratio {fit.ratio:.2f}"
+        )
         line += f"; shipped baselines: {names})" if names else ")"
         if not fit.fits:
             line += "\n  " + str(fit)
