@@ -46,7 +46,13 @@ from .experiments import (
 )
 from .lens import NLA
 from .serving import ExplanationCache, JobResult, explain_dataset
-from .subjects import ResidualEdit, ResidualRecorder, capture_residual, residual_edit
+from .subjects import (
+    ResidualEdit,
+    ResidualRecorder,
+    capture_residual,
+    load_subject,
+    residual_edit,
+)
 
 __version__ = "0.2.0"
 
@@ -86,6 +92,7 @@ __all__ = [
     "explain_dataset",
     "explain_run",
     "faithfulness_report",
+    "load_subject",
     "patching_html",
     "plan",
     "plot_patching",

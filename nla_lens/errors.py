@@ -21,16 +21,20 @@ __all__ = [
     "InjectionError",
     "JobMismatchError",
     "MissingExtraError",
+    "MissingQuantizationBackendError",
     "MissingValueHeadError",
     "NLAError",
     "PaddingError",
     "PairMismatchError",
+    "QuantizationDeviceError",
+    "QuantizationError",
     "RoleMismatchError",
     "SamplingError",
     "SidecarError",
     "StoreError",
     "SubjectMismatchError",
     "TokenizerDriftError",
+    "UnknownQuantizationError",
     "UnsupportedArchitectureError",
     "VectorError",
 ]
@@ -157,3 +161,22 @@ class MissingExtraError(NLAError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class QuantizationError(NLAError):
+    """Quantized loading cannot be done as asked (see the three cases below, or a
+    quantization asked where nothing is loaded here, e.g. an AV decoding on a server)."""
+
+
+class UnknownQuantizationError(QuantizationError, ValueError):
+    """``quantization=`` is not one of the names nla_lens loads (``"int8"``, ``"4bit"``,
+    ``"torchao-int8"``; ``None`` or ``"none"`` for full precision)."""
+
+
+class MissingQuantizationBackendError(QuantizationError, MissingExtraError):
+    """The quantization backend (bitsandbytes or torchao) is not installed; the message
+    names the extra to install."""
+
+
+class QuantizationDeviceError(QuantizationError, DeviceError):
+    """The quantization backend cannot run on the requested device."""

@@ -42,6 +42,13 @@ def register(sub: Any) -> None:
     )
     add_sampling_args(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    q = p.add_argument_group("quantized loading (extra 'quant'; see `nla-lens plan`)")
+    q.add_argument(
+        "--quantization", default=None,
+        help="AV and AR: int8 | 4bit | torchao-int8 (default: none, full precision)",
+    )  # fmt: skip
+    q.add_argument("--ar-quantization", default=None, help="the AR's, if not --quantization's")
+    q.add_argument("--subject-quantization", default=None, help="the subject's (default: none)")
     p.add_argument("--html", type=Path, help="also write notebook HTML here")
     p.add_argument(
         "--csv", type=Path, help="also write the table (one row per position and sample) here"
@@ -50,25 +57,22 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from ..core.loading import shared_tokenizer
     from ..lens import NLA
+    from ..subjects import load_subject
 
     subject = resolve(args.subject, "subject")
     av, ar = resolve(args.av, "av"), resolve(args.ar, "ar")
     if av is None or subject is None:
         raise NLAError("transcript needs --av and --subject (or 'toy' for the shipped pair).")
-    nla = NLA.from_pretrained(av, ar, device=args.device)
+    nla = NLA.from_pretrained(
+        av, ar, device=args.device, quantization=args.quantization,
+        ar_quantization=args.ar_quantization,
+    )  # fmt: skip
     tok = shared_tokenizer(subject)
-    model = AutoModelForCausalLM.from_pretrained(
-        subject, dtype=torch.float32 if args.device in (None, "cpu") else None
-    )
-    if args.device:
-        model = model.to(args.device)
+    model = load_subject(subject, device=args.device, quantization=args.subject_quantization)
     t = nla.transcript(
-        model.eval(),
+        model,
         args.text,
         chat=args.chat,
         tokenizer=tok,

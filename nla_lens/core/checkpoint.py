@@ -20,6 +20,7 @@ from .loading import (
     resolve_device,
     resolve_dtype,
 )
+from .quantization import QuantScheme, check_device, resolve_quantization
 from .sidecar import NLAMeta, Role, load_sidecar
 
 __all__ = ["OpenedCheckpoint", "open_checkpoint", "role_mismatch"]
@@ -42,6 +43,7 @@ class OpenedCheckpoint:
     config: dict[str, Any]
     device: torch.device
     dtype: torch.dtype
+    quantization: QuantScheme | None = None
 
 
 def open_checkpoint(
@@ -55,14 +57,19 @@ def open_checkpoint(
     token: str | bool | None,
     cache_dir: str | os.PathLike[str] | None,
     strict_sidecar: bool,
+    quantization: str | None = None,
 ) -> OpenedCheckpoint:
-    """Resolve ``name_or_path``, check its sidecar's role and width, and pick device and dtype."""
+    """Resolve ``name_or_path``, check its sidecar's role and width, and pick device, dtype
+    and quantization (a missing backend or a device it cannot run on is refused first)."""
     dev = resolve_device(device)  # before any download or load
     dt = resolve_dtype(dtype, dev)
+    scheme = resolve_quantization(quantization)
+    if scheme is not None:
+        check_device(scheme, dev)
     source = resolve_checkpoint(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
     meta = load_sidecar(source.path, strict=strict_sidecar)
     if meta.role != role:
         raise role_mismatch(meta, role, who)
     config = read_config(source.path)
     check_hidden_size(source.path, config, meta.d_model)
-    return OpenedCheckpoint(source, meta, config, dev, dt)
+    return OpenedCheckpoint(source, meta, config, dev, dt, scheme)

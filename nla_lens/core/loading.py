@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError, DeviceError
+from .quantization import QuantScheme, check_quantized, quantization_config
 
 __all__ = [
     "CheckpointSource",
@@ -300,18 +301,45 @@ def shared_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
     return AutoTokenizer.from_pretrained(str(name_or_path))
 
 
-def load_causal_lm(path: Path, dtype: torch.dtype) -> Any:
-    """``AutoModelForCausalLM.from_pretrained``, or a CheckpointError naming the files."""
+def load_causal_lm(
+    path: Path | str,
+    dtype: torch.dtype,
+    quantization: QuantScheme | None = None,
+    device: torch.device | None = None,
+    **hub: Any,
+) -> Any:
+    """``AutoModelForCausalLM.from_pretrained``, or a CheckpointError naming the files.
+
+    Quantized (see :mod:`nla_lens.core.quantization`), the weights are quantized as they
+    load, straight onto ``device`` (a quantized model cannot be moved afterwards), and
+    what the model holds is checked to be what was asked. ``hub``: ``revision=``,
+    ``token=`` for a hub id.
+    """
     from transformers import AutoModelForCausalLM
 
+    extra: dict[str, Any] = {}
+    if quantization is not None:
+        extra = dict(
+            quantization_config=quantization_config(quantization, dtype),
+            device_map={"": str(device or default_device())},
+        )
     try:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **extra, **hub)
     except Exception as exc:  # safetensors, OSError, ValueError, KeyError from transformers
+        how = (
+            ""
+            if quantization is None
+            else f" If it loads with quantization=None, {quantization.backend} cannot quantize "
+            f"it as {quantization.name!r} here."
+        )
         raise CheckpointError(
             f"{path}: cannot load the weights ({type(exc).__name__}: {exc}). A safetensors file "
             "is truncated or corrupt, or config.json does not match them: re-download the "
-            "checkpoint (check free disk space first)."
+            f"checkpoint (check free disk space first).{how}"
         ) from exc
+    if quantization is not None:
+        check_quantized(model, quantization, str(path))
+    return model
 
 
 def check_hidden_size(path: Path, config: dict[str, Any], d_model: int) -> None:

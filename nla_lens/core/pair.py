@@ -47,9 +47,13 @@ class ExplainCache(Protocol):
 TOY_BASE_MODEL = "nla-lens/toy-gemma3-subject"
 
 
-def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointRecord:
+def _record(
+    source: CheckpointSource | None, sidecar_sha: str, quantization: str | None = None
+) -> CheckpointRecord:
     if source is None:
-        return CheckpointRecord("<in memory>", "", None, None, None, "", sidecar_sha)
+        return CheckpointRecord(
+            "<in memory>", "", None, None, None, "", sidecar_sha, quantization=quantization
+        )
     return CheckpointRecord(
         name=source.name,
         path=str(source.path),
@@ -58,6 +62,7 @@ def _record(source: CheckpointSource | None, sidecar_sha: str) -> CheckpointReco
         commit=source.commit,
         content_sha256=source.content_hash(),
         sidecar_sha256=sidecar_sha,
+        quantization=quantization,
     )
 
 
@@ -154,10 +159,18 @@ class NLAPair:
         backend: GenerationBackend | None = None,
         baseline: Baseline | float | None = None,
         strict_sidecar: bool = False,
+        quantization: str | None = None,
+        ar_quantization: str | None = None,
     ) -> P:
         """Load a pair from local directories or hub ids.
 
+        ``quantization="int8" | "4bit" | "torchao-int8"`` loads AV and AR quantized
+        (``nla-lens[quant]``; ``nla_lens.plan`` says which fits); ``ar_quantization``
+        sets the AR's apart (default: as the AV; ``"none"`` for full precision). Both are
+        recorded in every result's provenance, cache key and job fingerprint.
+
         >>> nla = NLA.from_pretrained("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar")  # doctest: +SKIP
+        >>> nla = NLA.from_pretrained(av, ar, quantization="4bit", ar_quantization="int8")  # doctest: +SKIP
         """
         verbalizer = Verbalizer.from_pretrained(
             av,
@@ -168,6 +181,7 @@ class NLAPair:
             cache_dir=cache_dir,
             backend=backend,
             strict_sidecar=strict_sidecar,
+            quantization=quantization,
         )
         reconstructor = None
         if ar is not None:
@@ -179,6 +193,7 @@ class NLAPair:
                 token=token,
                 cache_dir=cache_dir,
                 strict_sidecar=strict_sidecar,
+                quantization=quantization if ar_quantization is None else ar_quantization,
             )
         return cls(verbalizer, reconstructor, baseline=baseline)
 
@@ -370,9 +385,9 @@ class NLAPair:
     # ---- provenance -------------------------------------------------------------
     @cached_property
     def _records(self) -> tuple[CheckpointRecord, CheckpointRecord | None]:
-        av = _record(self.av.source, self.av.meta.sha256)
-        ar = None if self.ar is None else _record(self.ar.source, self.ar.meta.sha256)
-        return av, ar
+        av = _record(self.av.source, self.av.meta.sha256, self.av.quantization)
+        ar = self.ar
+        return av, None if ar is None else _record(ar.source, ar.meta.sha256, ar.quantization)
 
     def provenance(self, sampling: Sampling | None = None) -> Provenance:
         """A :class:`Provenance` for results produced now with these sampling settings."""
@@ -393,4 +408,6 @@ class NLAPair:
     def __repr__(self) -> str:
         ar = self.ar.source.name if self.ar is not None and self.ar.source else None
         av = self.av.source.name if self.av.source else "<in memory>"
-        return f"{type(self).__name__}(av={av!r}, ar={ar!r}, layer={self.av.layer}, d_model={self.d_model}, backend={self.av.backend.name!r})"
+        quant = {"av": self.av.quantization, "ar": self.ar.quantization if self.ar else None}
+        q = "".join(f", {k}_quantization={v!r}" for k, v in quant.items() if v is not None)
+        return f"{type(self).__name__}(av={av!r}, ar={ar!r}, layer={self.av.layer}, d_model={self.d_model}, backend={self.av.backend.name!r}{q})"

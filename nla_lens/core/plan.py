@@ -123,10 +123,29 @@ class MemoryPlan:
             mark = "fits" if ok else "does not fit"
             lines.append(f"  {roles} at {' / '.join(combo)}: {total / GB:7.2f} GB  {mark}")
         best = self.best()
-        lines.append(
-            f"most precise that fits: {' / '.join(best)}" if best else "nothing fits this GPU"
-        )
+        if best is None:
+            lines.append("nothing fits this GPU")
+        else:
+            lines.append(f"most precise that fits: {' / '.join(best)}; load it with")
+            lines.append(f"  {self.load_code(best)}")
         return "\n".join(lines)
+
+    def load_code(self, precisions: tuple[Precision, ...]) -> str:
+        """The calls that load ``precisions`` (one per model, in :attr:`models` order):
+        bf16 is ``quantization=None``, int8 and 4bit the bitsandbytes ``"int8"`` and
+        ``"4bit"`` (``"torchao-int8"`` is priced as int8 too)."""
+        q = {
+            m.role: (None if p == "bf16" else p)
+            for m, p in zip(self.models, precisions, strict=True)
+        }
+        calls = []
+        if "subject" in q:
+            calls.append(f"load_subject(subject, quantization={q['subject']!r})")
+        args = "av" + (", ar" if "ar" in q else "") + f", quantization={q['av']!r}"
+        if "ar" in q and q["ar"] != q["av"]:
+            args += f", ar_quantization={q['ar'] or 'none'!r}"
+        calls.append(f"NLA.from_pretrained({args})")
+        return "; ".join(calls)
 
     def __str__(self) -> str:
         return self.to_text()

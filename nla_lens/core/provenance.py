@@ -35,7 +35,8 @@ def package_version(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """One checkpoint: hub id + revision + commit, or local path; content and sidecar hashes."""
+    """One checkpoint: hub id + revision + commit, or local path; content and sidecar hashes;
+    and what its weights were quantized with at load (None: not quantized)."""
 
     name: str
     path: str
@@ -44,10 +45,16 @@ class CheckpointRecord:
     commit: str | None
     content_sha256: str
     sidecar_sha256: str
+    quantization: str | None = None
 
     def identity(self) -> dict[str, str | None]:
-        """The checkpoint's identity: hub id, revision, commit, content and sidecar hashes."""
-        return {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        """The checkpoint's identity: hub id, revision, commit, content and sidecar hashes,
+        and its quantization when it has one (so a quantized load never shares a cache entry
+        or a job with a full-precision one, and full-precision keys stay what they were)."""
+        ident = {k: getattr(self, k) for k in IDENTITY_FIELDS}
+        if self.quantization is not None:
+            ident["quantization"] = self.quantization
+        return ident
 
 
 @dataclass(frozen=True)

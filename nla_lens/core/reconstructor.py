@@ -24,6 +24,7 @@ from .checkpoint import open_checkpoint, role_mismatch
 from .loading import CheckpointSource, load_causal_lm, load_tokenizer
 from .metrics import Scores, score_vectors
 from .progress import bar_options
+from .quantization import quantization_of
 from .sidecar import NLAMeta, verify_tokenizer
 from .vectors import as_vector_batch
 
@@ -54,6 +55,8 @@ class Reconstructor:
         self.backbone = backbone
         self.value_head = value_head
         self.source = source
+        #: What the backbone's weights are quantized with (read from it; the value head never is).
+        self.quantization: str | None = quantization_of(backbone)
         self.template: str = meta.ar_template
         if meta.mse_scale is None:  # parse_sidecar refuses AR sidecars without one
             raise SidecarError(
@@ -73,8 +76,13 @@ class Reconstructor:
         token: str | bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         strict_sidecar: bool = False,
+        quantization: str | None = None,
     ) -> Reconstructor:
-        """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``)."""
+        """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``).
+
+        ``quantization="int8" | "4bit" | "torchao-int8"`` loads the backbone's Linear weights
+        quantized (needs ``nla-lens[quant]``); the value head stays at ``dtype``.
+        """
         ck = open_checkpoint(
             name_or_path,
             "ar",
@@ -85,6 +93,7 @@ class Reconstructor:
             token=token,
             cache_dir=cache_dir,
             strict_sidecar=strict_sidecar,
+            quantization=quantization,
         )
         source, meta, config, dev, dt = ck.source, ck.meta, ck.config, ck.device, ck.dtype
         head_path = source.path / VALUE_HEAD
@@ -102,7 +111,7 @@ class Reconstructor:
                 f"K={meta.layer} must have K+1={meta.layer + 1} blocks. Wrong config or sidecar."
             )
         tokenizer = load_tokenizer(source.path)
-        full = load_causal_lm(source.path, dt)
+        full = load_causal_lm(source.path, dt, ck.quantization, dev)
         backbone = text_model(full)
         # the value head reads the raw block-K residual: the final norm becomes the identity
         setattr(backbone, arch_for(full.config).final_norm_attr, nn.Identity())
@@ -121,7 +130,9 @@ class Reconstructor:
             raise MissingValueHeadError(
                 f"{head_path}: not a Linear({d}, {d}) value head ({exc})."
             ) from exc
-        return cls(meta, tokenizer, backbone.to(dev).eval(), head.to(dev).eval(), source=source)
+        if ck.quantization is None:  # a quantized backbone was loaded onto dev
+            backbone = backbone.to(dev)
+        return cls(meta, tokenizer, backbone.eval(), head.to(dev).eval(), source=source)
 
     @property
     def d_model(self) -> int:
@@ -161,7 +172,7 @@ class Reconstructor:
             ).last_hidden_state
             last = mask.sum(dim=1) - 1  # last real token under right padding
             h = hidden[torch.arange(len(idx), device=ids.device), last]
-            out[idx] = self.value_head(h).float().cpu()
+            out[idx] = self.value_head(h.to(self.value_head.weight.dtype)).float().cpu()
             bar.update(len(idx))
         bar.close()
         return out

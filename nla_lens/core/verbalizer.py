@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..errors import IncompleteResultsError, InjectionError
+from ..errors import IncompleteResultsError, InjectionError, QuantizationError
 from .arch import text_only_lm
 from .backend import GenerationBackend, GenerationOutput
 from .checkpoint import open_checkpoint, role_mismatch
@@ -27,6 +27,7 @@ from .loading import CheckpointSource, load_causal_lm, load_tokenizer
 from .local_backend import LocalBackend
 from .metrics import normalize
 from .progress import bar_options
+from .quantization import quantization_of, resolve_quantization
 from .sampling import Sampling
 from .sidecar import NLAMeta, av_prompt_ids, verify_tokenizer
 from .vectors import as_vector_batch
@@ -64,6 +65,8 @@ class Verbalizer:
         self.source = source
         self.model = model
         self.dtype = dtype
+        #: What the AV's weights are quantized with (read from the model; None = not).
+        self.quantization: str | None = quantization_of(model)
         pos = verify_tokenizer(meta, tokenizer)
         if pos is None:
             raise InjectionError(f"{meta.source}: no injection site in the AV prompt")
@@ -83,8 +86,19 @@ class Verbalizer:
         cache_dir: str | os.PathLike[str] | None = None,
         backend: GenerationBackend | None = None,
         strict_sidecar: bool = False,
+        quantization: str | None = None,
     ) -> Verbalizer:
-        """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``)."""
+        """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``).
+
+        ``quantization="int8" | "4bit" | "torchao-int8"`` loads the decoder's Linear weights
+        quantized (:mod:`nla_lens.core.quantization`; needs ``nla-lens[quant]``).
+        """
+        if backend is not None and resolve_quantization(quantization) is not None:
+            raise QuantizationError(
+                f"quantization={quantization!r} with backend={backend.name!r}: the AV decodes on "
+                "the server, so quantize it there (e.g. the server's --quantization option); "
+                "only the embedding table is loaded here."
+            )
         ck = open_checkpoint(
             name_or_path,
             "av",
@@ -95,14 +109,18 @@ class Verbalizer:
             token=token,
             cache_dir=cache_dir,
             strict_sidecar=strict_sidecar,
+            quantization=quantization,
         )
         source, meta, dev, dt = ck.source, ck.meta, ck.device, ck.dtype
         tokenizer = load_tokenizer(source.path)
         model: Any = None
         embedder: Embedder
         if backend is None:
-            model = load_causal_lm(source.path, dt)
-            model = text_only_lm(model).to(dev).eval()  # multimodal wrappers: decoder + head only
+            model = load_causal_lm(source.path, dt, ck.quantization, dev)
+            model = text_only_lm(model)  # multimodal wrappers: decoder + head only
+            if ck.quantization is None:  # a quantized model was loaded onto dev
+                model = model.to(dev)
+            model = model.eval()
             backend = LocalBackend(model, tokenizer)
             embedder = model.get_input_embeddings()
         else:

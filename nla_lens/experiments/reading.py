@@ -115,13 +115,19 @@ def build_transcript(
         for i, c in enumerate(cols)
     )
     name = subject.info.name_or_path or type(subject.model).__name__
+    quant = subject.info.quantization
+    if quant is not None:  # a quantized subject's residuals are not the full model's
+        name = f"{name} ({quant}-quantized)"
     return Transcript(
         entries=entries,
         vectors=vectors,
         layer=nla.layer,
         model_name=str(name),
         injection_scale=nla.av.meta.injection_scale,
-        meta={"reply": gen.reply_text[0] if reply_tokens and gen.reply_text else None},
+        meta={
+            "reply": gen.reply_text[0] if reply_tokens and gen.reply_text else None,
+            "subject_quantization": quant,
+        },
         baseline=exps.baseline,
         baseline_fit=exps.baseline_fit,
     )

@@ -18,6 +18,7 @@ from .frameworks import Framework, detect_framework, hf_model_of, hook_name
 from .generate import GeneratedCapture, generate_and_capture
 from .guards import SubjectInfo, check_subject, subject_info
 from .inputs import Encoded, encode
+from .load import load_subject
 from .nnsight import layer_envoy, residual
 from .positions import Positions, relative_positions, resolve_positions
 from .residuals import CapturedResidual, real_positions
@@ -48,6 +49,7 @@ __all__ = [
     "hf_model_of",
     "hook_name",
     "layer_envoy",
+    "load_subject",
     "merge_edits",
     "real_positions",
     "relative_positions",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.arch import decoder_layers, text_config
+from ..core.quantization import quantization_of
 from ..errors import SubjectMismatchError
 from .bridge import check_bridge
 from .frameworks import Framework, detect_framework, hf_model_of
@@ -40,6 +41,8 @@ class SubjectInfo:
     d_model: int
     n_layers: int
     name_or_path: str
+    #: What the subject's weights are quantized with (``"int8"``, ``"4bit"``, ...), or None.
+    quantization: str | None = None
 
 
 #: A config.json key by which a local checkpoint declares which hub model it is a copy of
@@ -60,11 +63,13 @@ def subject_info(model: Any) -> SubjectInfo:
         name = _declared_name(getattr(hf, "config", None)) or str(
             getattr(cfg, "model_name", "") or ""
         )
-        return SubjectInfo(framework, int(cfg.d_model), int(cfg.n_layers), str(name))
+        quant = quantization_of(hf)
+        return SubjectInfo(framework, int(cfg.d_model), int(cfg.n_layers), str(name), quant)
     hf = hf_model_of(model)
     config = text_config(hf.config)
     name = _declared_name(hf.config) or getattr(hf, "name_or_path", "") or ""
-    return SubjectInfo(framework, int(config.hidden_size), len(decoder_layers(hf)), str(name))
+    n_layers = len(decoder_layers(hf))
+    return SubjectInfo(framework, int(config.hidden_size), n_layers, str(name), quantization_of(hf))
 
 
 def _hub_id(name: str) -> str | None:

@@ -99,6 +99,12 @@ def test_gemma3_12b_counts_by_hand(dirs) -> None:
     assert small.best() is None  # not even 4-bit everywhere (25 GB + KV) fits 24 GB
     text = p.to_text()
     assert "fits" in text and "most precise that fits: bf16 / bf16 / bf16" in text
+    assert "NLA.from_pretrained(av, ar, quantization=None)" in text  # the calls that load it
+    assert p.load_code(("4bit", "4bit", "int8")) == (
+        "load_subject(subject, quantization='4bit'); "
+        "NLA.from_pretrained(av, ar, quantization='4bit', ar_quantization='int8')"
+    )
+    assert p.load_code(("int8", "4bit", "bf16")).endswith("ar_quantization='none')")
 
 
 def test_qwen25_7b_counts_by_hand(dirs) -> None:

