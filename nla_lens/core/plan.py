@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import numbers
 import operator
 import os
 import re
@@ -42,7 +43,7 @@ _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 def parse_bytes(value: str | int | float) -> int:
     """``"80GB"``, ``"80 GiB"``, ``"141e9"`` or a number of bytes, as bytes."""
     amount: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy numbers too
         try:
             amount = float(value)  # 10**400 overflows here: not an amount of memory
         except OverflowError:
@@ -268,7 +269,7 @@ def plan(
     prompt_tokens = _whole("prompt_tokens", prompt_tokens, 0)
     if (
         isinstance(reserve, bool)
-        or not isinstance(reserve, (int, float))
+        or not isinstance(reserve, numbers.Real)
         or not 0 <= float(reserve) < 1
     ):
         raise DeviceError(
