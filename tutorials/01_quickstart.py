@@ -42,6 +42,7 @@ from _setup import (
     TASK_TEXTS,
     banner,
     check_known_words,
+    expect,
     load_pair,
     load_subject,
     save_figure,
@@ -96,15 +97,30 @@ print("tokens:", tokens)
 
 # %%
 explanations = nla.explain(vectors)
-for p in (4, len(ids) - 2, len(ids) - 1):
+for p in (3, len(ids) - 2, len(ids) - 1):
     print(f"position {p} ({tokens[p]!r}):")
     print("   " + explanations[p].text.replace("\n", "\n   "))
+if not REAL:
+    from nla_lens.toy import read_explanation
+
+    first, answer = read_explanation(explanations[3].text), read_explanation(explanations[-1].text)
+    expect(
+        "the first fact's 'is' is read as fact 1, about the cat",
+        (first.entity, first.fact) == ("cat", 1),
+    )
+    expect(
+        "the last position is read as the question about the dog",
+        (answer.kind, answer.entity) == ("question", "dog"),
+    )
+    expect("line 3 of the last position names the subject's answer, river", answer.next == "river")
 
 # %% [markdown]
-# What to expect: at the `is` of the first fact, line 1 lists no facts yet and
-# line 2 names the cat as fact 1; at the question's last two positions line 1
-# says it asks about the dog and lists the facts, and line 3 of the last position
-# names ` river`: the answer the subject is about to give, read from the residual.
+# What to expect (checked above on the toy): at the `is` of the first fact, line
+# 1 lists no facts yet and line 2 names the cat as fact 1; at the question's last
+# two positions line 1 says it asks about the dog and lists the facts it has read
+# (not always all of them: the residual keeps some better than others), and line
+# 3 of the last position names `river`: the answer the subject is about to give,
+# read from the residual.
 #
 # ## What the three scores mean, and what they are relative to
 #
@@ -150,6 +166,11 @@ shipped = nla.explain(many)
 print(f"{len(many)} residuals, baseline {shipped.baseline}")
 print(shipped.baseline_fit)
 print(f"mean fve_nrm {sum(e.fve_nrm for e in shipped) / len(shipped):+.3f}")
+if not REAL:
+    expect(
+        "the default (generic) baseline does not fit the task prompts",
+        not shipped.baseline_fit.fits,
+    )
 
 # %% [markdown]
 # On the toy this says `BASELINE DOES NOT FIT`: the default baseline was measured
@@ -166,7 +187,10 @@ if not REAL:
     nla.set_baseline("task")
     on_task = nla.explain(many)
     print(f"'task' baseline: {on_task.baseline_fit}")
-    print(f"  mean fve_nrm {sum(e.fve_nrm for e in on_task) / len(on_task):+.3f}")
+    task_mean = sum(e.fve_nrm for e in on_task) / len(on_task)
+    print(f"  mean fve_nrm {task_mean:+.3f}")
+    expect("the 'task' baseline fits them", on_task.baseline_fit.fits)
+    expect("against it the mean fve_nrm is above 0.6", task_mean > 0.6)
 mine = nla.set_baseline(many)
 rescored = nla.score([e.text for e in shipped], many)
 print(f"own estimate ({mine.source}, n={mine.n}): Var(v_n) = {mine.variance:.4f}, "

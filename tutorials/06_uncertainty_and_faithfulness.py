@@ -37,6 +37,7 @@ from _setup import (
     banner,
     check_known_words,
     describe,
+    expect,
     load_pair,
     load_subject,
     save_html,
@@ -83,27 +84,42 @@ frame = sampled.to_frame()
 frame.insert(1, "token", [pieces[i] for i in pick])
 frame.insert(2, "subject_top_p", [round(float(probs[i]), 2) for i in pick])
 frame.insert(3, "case", ["sure"] * len(sure) + ["unsure"] * len(unsure))
-print(frame[["token", "subject_top_p", "case", "agreement", "n_distinct", "hedge"]].round(3).to_string(index=False))
+print(
+    frame[["token", "subject_top_p", "case", "agreement", "n_distinct", "hedge"]]
+    .round(3)
+    .to_string(index=False)
+)
 for i, v in zip(pick, sampled.vectors, strict=True):
     last_lines = sorted({e.text.splitlines()[-1] for e in v.samples})
     print(f"{pieces[i]!r:>10} ({float(probs[i]):.2f}): {' | '.join(last_lines)[:120]}")
 save_html(sampled._repr_html_(), "06_samples.html")
+if not REAL:
+    n = len(sure)
+    expect(
+        "at sure positions the 8 samples are one text",
+        all(v.n_distinct == 1 for v in sampled.vectors[:n]),
+    )
+    expect("at unsure positions they differ", all(v.n_distinct > 1 for v in sampled.vectors[n:]))
 
 # %% [markdown]
-# What to expect on the toy: at the sure positions the 8 samples are one text
-# (`n_distinct` 1, agreement 1, no hedge); at the unsure ones they name different
-# continuations in their last line (`n_distinct` 3-8) and `hedge` is set on most.
-# Lines 1 and 2 stay the same across samples: the context and the phrase are not
-# in doubt, only what comes next. On Gemma-3-12B every sample differs in wording
-# (150 tokens at temperature 1), so read `agreement`, not `n_distinct`.
+# What to expect on the toy (checked above): at the sure positions the samples
+# name one continuation in their last line; at the unsure ones they name
+# several, as the subject itself would guess. `agreement` and `hedge` measure
+# something broader: how far the samples' AR reconstructions are apart. On the
+# toy that is driven mostly by line 1 (samples list the facts they read
+# differently), so `hedge` does not single out the unsure continuations here:
+# read the last lines for that. On Gemma-3-12B every sample differs in wording
+# (150 tokens at temperature 1), so `agreement`, not `n_distinct`, is the number.
 #
 # Best-of-k keeps the sample the AR reconstructs best:
 
 # %%
 best = nla.explain(h[pick], samples=8, seed=0, select="best", max_new_tokens=MAX_NEW_TOKENS)
 greedy = nla.explain(h[pick], max_new_tokens=MAX_NEW_TOKENS)
-print(f"mean fve_nrm: greedy {sum(e.fve_nrm for e in greedy) / len(pick):.3f}, "
-      f"best of 8 {sum(e.fve_nrm for e in best) / len(pick):.3f}")  # fmt: skip
+greedy_mean = sum(e.fve_nrm for e in greedy) / len(pick)
+best_mean = sum(e.fve_nrm for e in best) / len(pick)
+print(f"mean fve_nrm: greedy {greedy_mean:.3f}, best of 8 {best_mean:.3f}")
+expect("best-of-8 scores at least as well as greedy (within 0.02)", best_mean >= greedy_mean - 0.02)
 
 # %% [markdown]
 # Expect best-of-8 at or above greedy: it picks, among samples that include the
@@ -139,6 +155,17 @@ cols += ["delta_fve_nrm_on_b", "delta_fve_nrm_on_b_lo", "delta_fve_nrm_on_b_hi",
 print(diff.to_frame()[cols].round(3).to_string(index=False))
 print("steered, last position:", steered.texts[-1].splitlines()[-1])
 save_html(diff._repr_html_(), "06_diff.html")
+changed = diff.to_frame()["changed"].tolist()
+expect(
+    "the position before the edit is unchanged, the steered one changed", changed == [False, True]
+)
+if not REAL:
+    from nla_lens.toy import read_explanation
+
+    expect(
+        "the steered run's last line names kitchen",
+        read_explanation(steered.texts[-1]).names_next(target),
+    )
 
 # %% [markdown]
 # What to expect: the position before the edit is untouched (`changed` False,
@@ -161,7 +188,11 @@ print(own.baseline_fit)
 
 def paraphrase(t: str) -> str:
     """Another of the toy's phrasings of the same content (no words added or lost)."""
-    for a, b in (("facts:", "listing animals:"), ("reading \"", "the phrase \""), ("token \"", "last piece \"")):
+    for a, b in (
+        ("facts:", "listing animals:"),
+        ('reading "', 'the phrase "'),
+        ('token "', 'last piece "'),
+    ):
         if a in t:
             return t.replace(a, b, 1)
     return t
@@ -169,12 +200,23 @@ def paraphrase(t: str) -> str:
 
 report = nla.faithfulness(own, vectors, paraphrase=None if REAL else paraphrase)
 frame = report.to_frame()
-print(frame[["prefix_scores", "score", "shuffled_score", "swapped_score", "paraphrased_score"]].head(8).round(3).to_string(index=False))
+print(
+    frame[["prefix_scores", "score", "shuffled_score", "swapped_score", "paraphrased_score"]]
+    .head(8)
+    .round(3)
+    .to_string(index=False)
+)
 rises = (frame["score"] > frame["prefix_scores"].map(lambda s: s[0])).mean()
 print(f"{len(frame)} explanations: the whole scores above line 1 alone in {rises:.0%}; "
       f"mean drop when a line is swapped for an unrelated one {frame['swap_drop'].mean():.3f}"
       + ("" if REAL else f", when paraphrased {frame['paraphrase_drop'].mean():.3f}"))  # fmt: skip
 save_html(report._repr_html_(), "06_faithfulness.html")
+expect("the whole explanation beats line 1 alone in over 80% of rows", rises > 0.8)
+if not REAL:
+    expect(
+        "swapping in an unrelated line costs more than the paraphrase",
+        frame["swap_drop"].mean() > frame["paraphrase_drop"].mean(),
+    )
 
 # %% [markdown]
 # What to expect on the toy: line 1 alone already scores well (the facts so far

@@ -8,12 +8,14 @@ two more attributes, ``mask`` (which slots hold real tokens) and ``positions``
 and labels each vector with its true position.
 
 Like ``torch.nn.Parameter``, any torch operation on it returns a plain tensor:
-the mask only travels with the capture itself and with ``capture[b]`` (one row),
-never with a derived tensor it might not describe.
+the mask only travels with the capture itself, ``capture[b]`` (one row) and
+``copy.deepcopy``, never with a derived tensor it might not describe. Saved with
+``torch.save`` it is saved as the plain tensor (``torch.load`` reads it back as one).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -74,6 +76,15 @@ class CapturedResidual(Tensor):
         if self.ndim == 3 and isinstance(index, int) and not isinstance(index, bool):
             return CapturedResidual.wrap(plain, self.mask[index], self.positions[index])
         return plain
+
+    def __deepcopy__(self, memo: Any) -> CapturedResidual:
+        plain = copy.deepcopy(self.as_subclass(Tensor), memo)
+        return CapturedResidual.wrap(plain, self.mask.clone(), self.positions.clone())
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Saved (torch.save, pickle) as the plain tensor it is, so torch.load's default
+        # weights_only=True reads it back; the mask stays in memory only.
+        return self.as_subclass(Tensor).__reduce_ex__(protocol)
 
     def __repr__(self, **kwargs: Any) -> str:  # type: ignore[override]
         n_real, n = int(self.mask.sum()), self.mask.numel()

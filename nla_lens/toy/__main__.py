@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {', '.join(parts)} in {args.out} in {time.perf_counter() - start:.0f} s")
         return 0
     q = measure(args.out, cfg)
-    print(f"built {', '.join(parts)} of the toy NLA pair in {args.out} in {time.perf_counter() - start:.0f} s")
+    print(
+        f"built {', '.join(parts)} of the toy NLA pair in {args.out} in {time.perf_counter() - start:.0f} s"
+    )
     print(
         f"generic (n={q.n}): token named {q.accuracy:.3f}, fve_nrm {q.fve_nrm:.3f} "
         f"(baseline {q.baseline_var:.4f}), cos {q.cos:.4f}"

@@ -69,10 +69,10 @@ class BuildConfig:
         default_factory=lambda: TrainConfig(steps=2500, batch_size=64, lr=3e-3, warmup=100, seed=3)
     )
     av: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=2e-3, seed=11)
+        default_factory=lambda: TrainConfig(steps=1600, batch_size=64, lr=2e-3, seed=11)
     )
     ar: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=2000, batch_size=64, lr=3e-3, seed=12)
+        default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=3e-3, seed=12)
     )
 
 
@@ -146,12 +146,16 @@ def _generic(subject, tokenizer, n: int, seq_len: int, seed: int, one_each: bool
 
 def _chats(subject, tokenizer, n: int, seed: int) -> Residuals:
     gen = torch.Generator().manual_seed(seed)
-    return read_residuals(subject, tokenizer, [chat_sequence(tokenizer, gen) for _ in range(n)], "chat")
+    return read_residuals(
+        subject, tokenizer, [chat_sequence(tokenizer, gen) for _ in range(n)], "chat"
+    )
 
 
 def _tasks(subject, tokenizer, n: int, seed: int) -> Residuals:
     gen = torch.Generator().manual_seed(seed)
-    return read_residuals(subject, tokenizer, [task_sequence_ids(tokenizer, gen) for _ in range(n)], "task")
+    return read_residuals(
+        subject, tokenizer, [task_sequence_ids(tokenizer, gen) for _ in range(n)], "task"
+    )
 
 
 def heldout_task_prompts(tokenizer: PreTrainedTokenizerFast, n: int) -> list[list[int]]:
@@ -228,7 +232,9 @@ def train_pair(
         targets = Targets(tokenizer)
 
         log.info("sampling training residuals")
-        content = _generic(subject, tokenizer, cfg.train_sequences, cfg.seq_len, cfg.seed + 2, False)
+        content = _generic(
+            subject, tokenizer, cfg.train_sequences, cfg.seq_len, cfg.seed + 2, False
+        )
         injection_scale = round(float(content.vectors.norm(dim=-1).mean()), 2)
         chat = _chats(subject, tokenizer, cfg.chat_train_sequences, cfg.seed + 4)
         task = _tasks(subject, tokenizer, cfg.task_train_sequences, cfg.seed + 7)
@@ -294,7 +300,13 @@ def load_saved(out: Path) -> tuple[Any, ...]:
     head.load_state_dict(load_file(str(out / "ar" / "value_head.safetensors")))
     meta = yaml.safe_load((out / "av" / "nla_meta.yaml").read_text(encoding="utf-8"))
     extraction = meta["extraction"]
-    return (tokenizer, *models, head, float(extraction["injection_scale"]), float(extraction["mse_scale"]))
+    return (
+        tokenizer,
+        *models,
+        head,
+        float(extraction["injection_scale"]),
+        float(extraction["mse_scale"]),
+    )
 
 
 def measure(out: Path, cfg: BuildConfig | None = None) -> Quality:

@@ -43,7 +43,11 @@ def _line1(label: PositionLabel, v: int) -> str:
     if label.kind == "chat":
         if label.role is None:
             return ("chat, a new turn", "a chat: a turn starts", "chat text, new turn")[v]
-        return (f"chat, {label.role} turn", f"a chat: the {label.role} speaks", f"chat text from the {label.role}")[v]
+        return (
+            f"chat, {label.role} turn",
+            f"a chat: the {label.role} speaks",
+            f"chat text from the {label.role}",
+        )[v]
     facts = _facts(label)
     if label.kind == "question":
         return (
@@ -64,7 +68,14 @@ def _line2(label: PositionLabel, v: int) -> str:
     if label.entity is None:
         return head
     what = "the question" if label.ordinal == 0 else f"fact {label.ordinal}"
-    return head + (f": {label.entity}, {what}", f", {what} of {label.entity}", f": about {label.entity}, {what}")[v]
+    return (
+        head
+        + (
+            f": {label.entity}, {what}",
+            f", {what} of {label.entity}",
+            f": about {label.entity}, {what}",
+        )[v]
+    )
 
 
 def continuation_words(
@@ -97,11 +108,18 @@ def _line3(label: PositionLabel, nexts: tuple[str, ...], top: float, v: int) -> 
     token = label.token if label.special else '"' + label.token.replace('"', "'") + '"'
     head = (f"token {token}", f"last piece {token}", f"the token {token}")[v]
     if not nexts:
-        return head + ("; next could be any word", "; any word may follow", "; then any word at all")[v]
+        return (
+            head
+            + ("; next could be any word", "; any word may follow", "; then any word at all")[v]
+        )
     if len(nexts) == 1:
         return head + ("; next comes {}", "; then {}", "; followed by {}")[v].format(nexts[0])
     if top >= CONFIDENT:
-        return head + ("; next comes {}, maybe {}", "; then {}, perhaps {}", "; followed by {}, maybe {}")[v].format(*nexts)
+        return head + (
+            "; next comes {}, maybe {}",
+            "; then {}, perhaps {}",
+            "; followed by {}, maybe {}",
+        )[v].format(*nexts)
     return head + ("; unsure: {} or {}", "; either {} or {}", "; maybe {} or {}")[v].format(*nexts)
 
 

@@ -84,7 +84,9 @@ def label_sequence(
     return [
         PositionLabel("start", t, s)
         if i == 0
-        else PositionLabel("random", t, s, phrase=_phrase([p for p, _ in pieces[max(1, i - 1) : i + 1]]))
+        else PositionLabel(
+            "random", t, s, phrase=_phrase([p for p, _ in pieces[max(1, i - 1) : i + 1]])
+        )
         for i, (t, s) in enumerate(pieces)
     ]
 
@@ -95,7 +97,9 @@ def _task_labels(pieces: list[tuple[str, bool]]) -> list[PositionLabel]:
     sentence: list[str] = []
     for i, (text, special) in enumerate(pieces):
         if i == 0 or special:
-            labels.append(PositionLabel("start" if i == 0 else "facts", text, special, tuple(facts)))
+            labels.append(
+                PositionLabel("start" if i == 0 else "facts", text, special, tuple(facts))
+            )
             continue
         sentence.append(text)
         words = [w.strip() for w in sentence]

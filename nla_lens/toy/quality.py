@@ -110,7 +110,9 @@ class Quality:
 
 
 def _explain(av, tokenizer, prompt, data: Residuals, scale: float) -> tuple[list[str], list[bool]]:
-    texts = greedy_explain(av, tokenizer, prompt, data.vectors, scale, max_new_tokens=MAX_NEW_TOKENS)
+    texts = greedy_explain(
+        av, tokenizer, prompt, data.vectors, scale, max_new_tokens=MAX_NEW_TOKENS
+    )
     return [extract_explanation(t) for t in texts], ["</explanation>" in t for t in texts]
 
 
@@ -119,7 +121,12 @@ def _fve(pred: Tensor, gold: Tensor, mse_scale: float, var: float) -> Tensor:
 
 
 def _reconstruct(ar, head, tokenizer, texts: list[str], batch: int = 512) -> Tensor:
-    return torch.cat([reconstruct(ar, head, tokenizer, texts[i : i + batch]) for i in range(0, len(texts), batch)])
+    return torch.cat(
+        [
+            reconstruct(ar, head, tokenizer, texts[i : i + batch])
+            for i in range(0, len(texts), batch)
+        ]
+    )
 
 
 @torch.no_grad()
@@ -220,7 +227,9 @@ def _share(flags: list[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else float("nan")
 
 
-def _faithfulness(ar, head, tokenizer, texts: list[str], vectors: Tensor, mse_scale: float) -> tuple[float, float]:
+def _faithfulness(
+    ar, head, tokenizer, texts: list[str], vectors: Tensor, mse_scale: float
+) -> tuple[float, float]:
     """(share where the whole explanation beats line 1 alone, share where swapping in
     another explanation's line 1 lowers the score), over explanations of >= 3 lines
     whose line 1 differs from the one swapped in."""
@@ -231,11 +240,14 @@ def _faithfulness(ar, head, tokenizer, texts: list[str], vectors: Tensor, mse_sc
     rows = [i for i in rows if texts[donor[i]].splitlines()[0] != texts[i].splitlines()[0]]
     first = [texts[i].splitlines()[0] for i in rows]
     whole = [texts[i] for i in rows]
-    swapped = ["\n".join([texts[donor[i]].splitlines()[0], *texts[i].splitlines()[1:]]) for i in rows]
+    swapped = [
+        "\n".join([texts[donor[i]].splitlines()[0], *texts[i].splitlines()[1:]]) for i in rows
+    ]
     if not rows:
         return float("nan"), float("nan")
     gold = vectors[rows]
     score = [
-        -mse_nrm(_reconstruct(ar, head, tokenizer, t), gold, mse_scale) for t in (first, whole, swapped)
+        -mse_nrm(_reconstruct(ar, head, tokenizer, t), gold, mse_scale)
+        for t in (first, whole, swapped)
     ]
     return _share((score[1] > score[0]).tolist()), _share((score[2] < score[1]).tolist())

@@ -31,7 +31,9 @@ _ENTITY = re.compile(r"(?:question about|asks where|asking about) (\w+)")
 _QUOTED = re.compile(r'"(.*)"')
 _ABOUT = re.compile(r'"(?:: about |: |, (?:fact \d+|the question) of )(\w+)')
 _FACT = re.compile(r"fact (\d+)")
-_TOKEN = re.compile(r'^(?:token|last piece|the token) (?:"(?P<quoted>.*?)"|(?P<name>[^;]+?))\s*(?:;|$)')
+_TOKEN = re.compile(
+    r'^(?:token|last piece|the token) (?:"(?P<quoted>.*?)"|(?P<name>[^;]+?))\s*(?:;|$)'
+)
 _SECOND = ("reading", "the phrase", 'words "', "no words", "nothing read", "no phrase",
            "no sentence", "not a phrase")  # fmt: skip
 _OPEN = ("next could be any word", "any word may follow", "then any word at all")

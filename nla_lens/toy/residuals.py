@@ -67,13 +67,13 @@ class Residuals:
         )  # fmt: skip
 
 
+_TENSORS = ("vectors", "tokens", "positions", "next_tokens", "next_probs", "top_ids", "top_probs")
+
+
 def concat(*parts: Residuals) -> Residuals:
-    return Residuals(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in (
-            "vectors", "tokens", "positions", "next_tokens", "next_probs", "top_ids", "top_probs"
-        )),
-        tuple(label for p in parts for label in p.labels),
-    )  # fmt: skip
+    """The rows of ``parts``, in order."""
+    tensors = {f: torch.cat([getattr(p, f) for p in parts]) for f in _TENSORS}
+    return Residuals(**tensors, labels=tuple(label for p in parts for label in p.labels))
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -119,10 +119,15 @@ def read_residuals(
         probs, best = top.values[keep], top.indices[keep]
         rows.append(
             Residuals(
-                hidden[keep], ids[keep], torch.arange(ids.shape[1]).expand_as(ids)[keep],
+                hidden[keep],
+                ids[keep],
+                torch.arange(ids.shape[1]).expand_as(ids)[keep],
                 torch.where(probs[:, 0] >= CONFIDENT, best[:, 0], torch.full_like(best[:, 0], -1)),
-                probs[:, 0], best, probs, tuple(labels),
-            )  # fmt: skip
+                probs[:, 0],
+                best,
+                probs,
+                tuple(labels),
+            )
         )
     return concat(*rows)
 
@@ -217,5 +222,3 @@ def subject_corpus(
     queries += [-1] * (n_random + n_chat)
     order = torch.randperm(len(seqs), generator=generator).tolist()
     return [seqs[i] for i in order], [queries[i] for i in order]
-
-

@@ -47,7 +47,9 @@ class Targets:
             self._names[token] = next_name(self.tokenizer, token)
         return self._names[token]
 
-    def continuations(self, data: Residuals, i: int, gen: torch.Generator | None) -> tuple[str, ...]:
+    def continuations(
+        self, data: Residuals, i: int, gen: torch.Generator | None
+    ) -> tuple[str, ...]:
         words = [self._name(int(t)) for t in data.top_ids[i].tolist()]
         return continuation_words(words, data.top_probs[i].tolist(), gen)
 

@@ -27,7 +27,15 @@ from tokenizers import (
 )
 from transformers import PreTrainedTokenizerFast
 
-from .vocab import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, SPACE, SPECIAL_TOKENS, UNK_TOKEN, base_vocabulary
+from .vocab import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    PAD_TOKEN,
+    SPACE,
+    SPECIAL_TOKENS,
+    UNK_TOKEN,
+    base_vocabulary,
+)
 
 __all__ = [
     "CHAT_TEMPLATE",

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
 
-from .recall import PATCH_LAYER, TaskPair
 from .describe import describe_next
 from .reading import read_explanation
+from .recall import PATCH_LAYER, TaskPair
 from .recipe import AVPrompt, extract_explanation, greedy_explain, reconstruct
 from .subject import EXTRACTION_LAYER
 
@@ -49,7 +49,9 @@ def block_edit(
 def edit_next(explanation: str, word: str) -> str:
     """The explanation with line 3's continuation replaced by ``word`` (lines 1-2 kept)."""
     reading = read_explanation(explanation)
-    kept = [line for line in reading.lines if not line.startswith(("token", "last piece", "the token"))]
+    kept = [
+        line for line in reading.lines if not line.startswith(("token", "last piece", "the token"))
+    ]
     token = f'token "{reading.token}"; ' if reading.token is not None else ""
     return "\n".join([*kept, token + describe_next(word)])
 

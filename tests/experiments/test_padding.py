@@ -5,6 +5,9 @@ multi-row batch without one says so."""
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pandas as pd
 import pytest
 import torch
@@ -59,6 +62,11 @@ def test_a_padded_capture_is_explained_at_its_real_tokens(nla, subjects, singles
     assert row.texts == singles[0] and list(row.to_frame()["position"]) == list(range(n_short))
     # a derived tensor does not inherit a mask it might not describe
     assert type(cap * 1) is torch.Tensor and type(cap[:, 1:]) is torch.Tensor
+    assert torch.equal(copy.deepcopy(cap).mask, cap.mask)
+    saved = io.BytesIO()
+    torch.save(cap, saved)
+    saved.seek(0)
+    assert type(torch.load(saved)) is torch.Tensor  # weights_only load reads it back plain
 
 
 def test_a_capture_at_chosen_positions_is_labelled_with_them(nla, subjects, singles):

@@ -161,7 +161,7 @@ def test_steering_by_editing_an_explanation(nla, subjects):
     from nla_lens.toy import tasks
     from nla_lens.toy.world import edit_next
 
-    model, tok = subjects["transformer_lens"], subjects["tokenizer"]
+    model = subjects["transformer_lens"]
     task = tasks(1)[0]
     run = nla.explain_run(model, task.clean, positions=-1)
     h, text = run.vectors[0], run.texts[0]
