@@ -314,4 +314,6 @@ def test_stream_honours_a_padding_mask_and_keeps_the_input_notes(nla, vectors, e
     assert any("no mask was given" in n for n in plain.notes())
     assert plain.input_notes == nla.explain(vectors.reshape(2, 3, -1), max_new_tokens=1).input_notes
     assert sum(isinstance(e, RowFinished) for e in plain) == 6
-    assert not nla.explain_stream(vectors).input_notes and nla.explain_stream(vectors).labels is None
+    assert (
+        not nla.explain_stream(vectors).input_notes and nla.explain_stream(vectors).labels is None
+    )
