@@ -12,7 +12,7 @@ pair as their first argument; nothing below this module imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Float
@@ -21,7 +21,7 @@ from torch import Tensor
 from .core.explanation import Explanation, Explanations
 from .core.pair import ExplainCache, NLAPair
 from .core.sampling import Sampling
-from .core.streaming import StreamEvent
+from .core.streaming import EventStream
 from .errors import SamplingError
 from .experiments import (
     DifferenceExplanation,
@@ -44,7 +44,7 @@ from .experiments import (
     steer_by_edit,
     steering_vector,
 )
-from .experiments.inputs import as_rows, read_rows
+from .experiments.inputs import read_rows
 from .explore import explorer_widget, make_explorer, serve
 from .subjects import CapturedResidual, Positions, SubjectInfo, as_subject, residual
 
@@ -217,12 +217,18 @@ class NLA(NLAPair):
         sampling: Sampling | None = None,
         stop: Any = None,
         batch_size: int | None = None,
+        *,
+        mask: Any = None,
         **settings: Any,
-    ) -> Iterator[StreamEvent]:
+    ) -> EventStream:
         """Explain vectors as the AV writes; see :meth:`NLAPair.explain_stream`. Takes the
-        inputs :meth:`explain` does (rows are numbered as in its flat output)."""
-        rows, _ = as_rows(self, vectors)
-        return super().explain_stream(rows, sampling, stop, batch_size, **settings)
+        inputs :meth:`explain` does, ``mask=`` included (rows are numbered as in its flat
+        output: pads dropped). The returned stream's ``labels`` give each row's ``batch`` /
+        ``position`` and its ``input_notes`` what ``explain`` would note of the input."""
+        read = read_rows(self, vectors, mask)
+        stream = super().explain_stream(read.vectors, sampling, stop, batch_size, **settings)
+        stream.labels, stream.input_notes = read.labels, list(read.notes)
+        return stream
 
     def explain_samples(self, vectors: Any, **kwargs: Any) -> SampledExplanations:
         """k explanations per vector (default 4 at temperature 1.0) with their AR scores,

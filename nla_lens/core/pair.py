@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -25,7 +24,7 @@ from .metrics import Baseline, BaselineFit, Scores, baseline_for, check_fit, est
 from .provenance import CheckpointRecord, Provenance, baseline_fields
 from .reconstructor import Reconstructor
 from .sampling import Sampling
-from .streaming import StreamEvent, stream_rows
+from .streaming import EventStream, stream_rows
 from .vectors import as_vector_batch
 from .verbalizer import Verbalizer
 
@@ -265,7 +264,7 @@ class NLAPair:
         stop: Any = None,
         batch_size: int | None = None,
         **settings: Any,
-    ) -> Iterator[StreamEvent]:
+    ) -> EventStream:
         """Explain as :meth:`explain` does, yielding events as the AV writes.
 
         ``TextDelta`` (a row's text so far), ``SegmentScored`` (a completed line, or

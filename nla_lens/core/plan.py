@@ -20,13 +20,15 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import numbers
+import operator
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import CheckpointError, DeviceError
+from ..errors import CheckpointError, DeviceError, NLAError
 
 __all__ = ["PRECISIONS", "MemoryPlan", "ModelMemory", "count_model", "parse_bytes", "plan"]
 
@@ -40,13 +42,18 @@ _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 def parse_bytes(value: str | int | float) -> int:
     """``"80GB"``, ``"80 GiB"``, ``"141e9"`` or a number of bytes, as bytes."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value > 0 and math.isfinite(value):
-            return int(value)
+    amount: float | None = None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy numbers too
+        try:
+            amount = float(value)  # 10**400 overflows here: not an amount of memory
+        except OverflowError:
+            amount = None
     elif isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if m and m.group(2).upper() in _UNITS and float(m.group(1)) > 0:
-            return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        if m and m.group(2).upper() in _UNITS:
+            amount = float(m.group(1)) * _UNITS[m.group(2).upper()]  # "1e400GB" is inf
+    if amount is not None and math.isfinite(amount) and amount >= 1:
+        return int(amount)
     raise DeviceError(
         f"gpu memory {value!r} is not an amount of memory; write e.g. '80GB', '24GiB' or a "
         "number of bytes."
@@ -202,16 +209,60 @@ def count_model(config: Any, role: Role, name: str = "") -> ModelMemory:
     return ModelMemory(role, name, total, quant, rows, kv)
 
 
+_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
 def _config(name_or_path: str | os.PathLike[str], who: str) -> Any:
     from transformers import AutoConfig
 
+    from .arch import text_config
+
     try:
-        return AutoConfig.from_pretrained(str(name_or_path))
+        config = AutoConfig.from_pretrained(str(name_or_path))
     except Exception as exc:  # OSError, ValueError, hub errors
         raise CheckpointError(
             f"{who} {str(name_or_path)!r}: cannot read its config.json ({type(exc).__name__}: "
             f"{exc}). Pass a checkpoint directory or a hub id (gated repos need HF_TOKEN)."
         ) from exc
+    tc = text_config(config)
+    for key in (*_SIZES, "intermediate_size"):
+        n = getattr(tc, key, None)
+        if n is None and key == "intermediate_size":
+            continue  # not every architecture names its MLP width so
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise CheckpointError(
+                f"{who} {str(name_or_path)!r}: config.json has {key}={n!r}, not a whole number "
+                ">= 1, so it describes no model that can exist. Fix or re-download config.json."
+            )
+    return config
+
+
+def _count(src: str | os.PathLike[str], role: Role) -> ModelMemory:
+    """``count_model`` of ``src``'s config, with anything its config cannot build named."""
+    config = _config(src, role)
+    name = Path(str(src)).name if Path(str(src)).is_dir() else str(src)
+    try:
+        return count_model(config, role, name)
+    except NLAError:
+        raise
+    except Exception as exc:  # a config transformers cannot build, even on the meta device
+        raise CheckpointError(
+            f"{role} {str(src)!r}: its config.json describes no model transformers can build "
+            f"({type(exc).__name__}: {exc}). Fix or re-download config.json."
+        ) from exc
+
+
+def _whole(what: str, n: Any, least: int) -> int:
+    """``n`` as a whole number >= ``least`` (numpy integers too), or a DeviceError naming it."""
+    if not isinstance(n, bool):
+        try:
+            value = operator.index(n)
+        except TypeError:
+            pass
+        else:
+            if value >= least:
+                return value
+    raise DeviceError(f"{what}={n!r} must be a whole number >= {least}.")
 
 
 def plan(
@@ -232,20 +283,21 @@ def plan(
     >>> print(nla_lens.plan("kitft/nla-gemma3-12b-L32-av", "kitft/nla-gemma3-12b-L32-ar",
     ...                     subject="google/gemma-3-12b-it", gpu_memory="80GB"))  # doctest: +SKIP
     """
-    for what, n in (("batch", batch), ("explanation_tokens", explanation_tokens)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise DeviceError(f"{what}={n!r} must be a whole number >= 1.")
-    if not 0 <= reserve < 1:
-        raise DeviceError(f"reserve={reserve!r} is the fraction kept free, in [0, 1).")
+    batch = _whole("batch", batch, 1)
+    explanation_tokens = _whole("explanation_tokens", explanation_tokens, 1)
+    prompt_tokens = _whole("prompt_tokens", prompt_tokens, 0)
+    if (
+        isinstance(reserve, bool)
+        or not isinstance(reserve, numbers.Real)
+        or not 0 <= float(reserve) < 1
+    ):
+        raise DeviceError(
+            f"reserve={reserve!r} is the fraction of GPU memory kept free: a number in [0, 1), "
+            "e.g. reserve=0.1."
+        )
     memory = parse_bytes(gpu_memory)
     parts: list[tuple[Role, Any]] = [("subject", subject), ("av", av), ("ar", ar)]
-    models = tuple(
-        count_model(
-            _config(src, role), role, Path(str(src)).name if Path(str(src)).is_dir() else str(src)
-        )
-        for role, src in parts
-        if src is not None
-    )
+    models = tuple(_count(src, role) for role, src in parts if src is not None)
     p = MemoryPlan(models, memory, batch, prompt_tokens + explanation_tokens, reserve)
     combos = []
     for combo in itertools.product(PRECISIONS, repeat=len(models)):

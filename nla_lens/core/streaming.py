@@ -21,6 +21,7 @@ worth in one AR batch.
 from __future__ import annotations
 
 import html
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import BackendError, SamplingError
+from ..errors import BackendError, NLAError, SamplingError
 from .backend import DecodeStream, open_stream
 from .explanation import Explanation, extract_explanation, fmt
 from .sampling import Sampling
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .pair import NLAPair
 
 __all__ = [
+    "EventStream",
     "RowFinished",
     "SegmentScored",
     "StopRule",
@@ -134,8 +136,24 @@ def stop_when_flat(min_gain: float = 0.0) -> Callable[[list[SegmentScored]], boo
 
 
 def check_stop(stop: Any) -> StopRule:
-    """``stop`` if it is None, a positive whole number of segments, or a callable."""
-    if stop is None or callable(stop):
+    """``stop`` if it is None, a positive whole number of segments, or a callable of one
+    argument (a row's scored segments)."""
+    if stop is None:
+        return None
+    if callable(stop):
+        try:
+            signature = inspect.signature(stop)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return stop  # type: ignore[no-any-return]
+        try:
+            signature.bind([])
+        except TypeError as exc:
+            raise SamplingError(
+                f"stop={stop!r} cannot be called with a row's scored segments ({exc}); a stop "
+                "function takes one argument, the list of SegmentScored so far, and returns "
+                "True to stop the row, e.g. stop=lambda segments: len(segments) >= 2 or "
+                "nla_lens.stop_when_flat()."
+            ) from None
         return stop  # type: ignore[no-any-return]
     if isinstance(stop, bool) or not isinstance(stop, int):
         raise SamplingError(
@@ -315,8 +333,38 @@ class _Stream:
                 decode.close()
         yield from self._finish()
 
+    def _updates(self, decode: DecodeStream, start: int, size: int) -> Iterator[list[Any]]:
+        """The backend's updates for rows ``start .. start + size``; a stream that breaks or
+        names a row it was not given is a :class:`BackendError`, never a raw exception."""
+        name = self.pair.av.backend.name
+        rows = list(range(start, start + size))
+        updates = iter(decode)
+        while True:
+            try:
+                batch = next(updates)
+            except StopIteration:
+                return
+            except NLAError:
+                raise
+            except Exception as exc:  # a dropped connection, a server error mid-stream
+                raise BackendError(
+                    f"the {name} backend's stream broke midway ({type(exc).__name__}: {exc}); "
+                    f"rows {rows[:8]} did not finish and no explanation of theirs is returned as "
+                    "complete. Retry the call (or check the server)."
+                ) from exc
+            for u in batch:
+                if isinstance(u.row, bool) or not isinstance(u.row, int) or not 0 <= u.row < size:
+                    raise BackendError(
+                        f"the {name} backend's stream sent an update for row {u.row!r}, but it "
+                        f"was given rows 0-{size - 1} of this batch; its stream is not to be "
+                        "trusted, so nothing of it is returned. Retry the call, or report the "
+                        "backend's bug."
+                    )
+            yield batch
+
     def _chunk(self, decode: DecodeStream, start: int) -> Iterator[StreamEvent]:
-        for updates in decode:
+        size = min(self.sampling.batch_size, self.total - start)
+        for updates in self._updates(decode, start, size):
             for u in updates:
                 row = start + u.row
                 if u.output is None:
@@ -363,8 +411,45 @@ class _Stream:
             yield RowFinished(row, by_row[row], False)
 
 
+class EventStream(Iterator[StreamEvent]):
+    """What ``explain_stream`` returns: its events, in order, as an iterator, and what
+    ``explain`` would say of the same input: ``labels`` (each row's ``batch`` / ``position``
+    for a ``[batch, pos, d]`` input or capture, else None) and ``input_notes`` (e.g. that a
+    multi-row batch came without a padding mask). ``close()`` ends the decode early."""
+
+    def __init__(
+        self,
+        events: Iterator[StreamEvent],
+        labels: list[dict[str, Any]] | None = None,
+        input_notes: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        self._events = events
+        self.labels = labels
+        self.input_notes: list[str] = list(input_notes)
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop here: the backend's decode is closed and no further event comes."""
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+    def notes(self) -> list[str]:
+        """What to know about the input (as :meth:`Explanations.notes` lists it)."""
+        return list(self.input_notes)
+
+    def __repr__(self) -> str:
+        rows = "" if self.labels is None else f", {len(self.labels)} labelled rows"
+        return f"<EventStream{rows}, {len(self.input_notes)} input notes>"
+
+
 def stream_rows(
     pair: NLAPair, v: Float[Tensor, "n d_model"], sampling: Sampling, stop: Any = None
-) -> Iterator[StreamEvent]:
+) -> EventStream:
     """The events of explaining the validated float32 batch ``v`` (see the module doc)."""
-    return _Stream(pair, v, sampling, check_stop(stop)).run()
+    return EventStream(_Stream(pair, v, sampling, check_stop(stop)).run())

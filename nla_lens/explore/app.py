@@ -22,16 +22,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http.cookies import SimpleCookie
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -146,6 +147,31 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error (the server log has the details)")
 
 
+class _LineStream(StreamingResponse):
+    """The explorer's messages as NDJSON lines. A client that goes away mid-stream (a
+    closed tab) is routine: the stream is closed, so its decode stops, the lock it holds
+    is released and the token is not remembered as explained, and nothing escapes to
+    the server as an application error (under ASGI 2.4 Starlette raises ClientDisconnect)."""
+
+    def __init__(self, messages: Iterator[dict[str, Any]], path: str) -> None:
+        self.messages, self.path = messages, path
+        super().__init__(self._lines(), media_type="application/x-ndjson")
+
+    def _lines(self) -> Iterator[str]:
+        for m in self.messages:
+            yield json.dumps(m, allow_nan=False) + "\n"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            log.info("explorer: the client closed %s mid-stream", self.path)
+        finally:
+            close = getattr(self.messages, "close", None)
+            if close is not None:
+                await run_in_threadpool(close)  # a decode may need to wind down
+
+
 def build_app(explorer: Explorer, *, token: str, hosts: Iterable[str] = LOOPBACK_NAMES) -> Any:
     """The ASGI app serving ``explorer``; ``hosts`` are the host names it answers as."""
 
@@ -170,13 +196,12 @@ def build_app(explorer: Explorer, *, token: str, hosts: Iterable[str] = LOOPBACK
             return _error(413, f"request body over {MAX_BODY} bytes")
         try:
             msg = json.loads(body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return _error(400, 'the body must be JSON: {"view": NAME, "index": N}')
         if not isinstance(msg, dict) or "index" not in msg:
             return _error(400, 'the body must be a JSON object {"view": NAME, "index": N}')
         stream = explorer.explain(msg.get("view"), msg["index"])  # raises (-> 4xx) before streaming
-        lines = (json.dumps(m, allow_nan=False) + "\n" for m in stream)
-        return StreamingResponse(lines, media_type="application/x-ndjson")
+        return _LineStream(stream, request.url.path)
 
     app = Starlette(
         routes=[

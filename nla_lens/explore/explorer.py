@@ -116,10 +116,15 @@ class Explorer:
              "stop": self.stop if isinstance(self.stop, int) else None}
         )  # fmt: skip
 
-    def explain(self, name: str | None, index: Any) -> Iterator[dict[str, Any]]:
+    def explain(self, name: Any, index: Any) -> Iterator[dict[str, Any]]:
         """Stream the explanation of token ``index`` of view ``name``: a ``start`` message,
         then ``delta`` / ``segment`` messages as they come, then ``finished`` (or ``error``).
-        A token explained before is replayed from memory."""
+        A token explained before is replayed from memory. ``name`` and ``index`` are as a
+        request gave them: anything but a view's name (or None) and a whole number is refused."""
+        if name is not None and not isinstance(name, str):
+            raise ExplorerError(
+                f"view must be a view's name (a string, one of {self.names}), got {name!r}."
+            )
         view = self.view(name)
         if isinstance(index, bool) or not isinstance(index, int):
             raise ExplorerError(f"index must be a token's index (a whole number), got {index!r}.")

