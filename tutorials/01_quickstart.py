@@ -116,11 +116,12 @@ if not REAL:
 
 # %% [markdown]
 # What to expect (checked above on the toy): at the `is` of the first fact, line
-# 1 lists no facts yet and line 2 names the cat as fact 1; at the question's last
-# two positions line 1 says it asks about the dog and lists the facts it has read
-# (not always all of them: the residual keeps some better than others), and line
-# 3 of the last position names `river`: the answer the subject is about to give,
-# read from the residual.
+# 1 lists no facts yet and line 2 names the cat as fact 1; the last position is
+# read as the question, and its line 3 names `river`: the answer the subject is
+# about to give, read from the residual. Not everything is read right, and that is
+# the point of the scores: line 1's list of earlier facts is mostly invented (the
+# layer-3 residual keeps the current sentence far better than the facts before
+# it), and at the question the animal named may be another one of the prompt's.
 #
 # ## What the three scores mean, and what they are relative to
 #
@@ -295,8 +296,20 @@ ax.set(
 ax.legend(fontsize=8)
 fig.tight_layout()
 save_figure(fig, "01_injection_scale.png")
+if not REAL:
+    wrong = [s for f, s in zip(factors, sweep, strict=True) if f != 1.0]
+    ok = sweep[factors.index(1.0)]
+    expect("every wrong scale scores below 0 (fve_nrm) while the right one scores above 0.6",
+           all(s["mean_fve"] < 0 for s in wrong) and ok["mean_fve"] > 0.6)  # fmt: skip
+    expect("every wrong scale gives fewer distinct explanations than the right one",
+           all(int(s["distinct"].split("/")[0]) < int(ok["distinct"].split("/")[0]) for s in wrong))  # fmt: skip
 
 # %% [markdown]
+# What to expect: at the sidecar's scale the explanations are varied and score
+# high; at every wrong scale the mean fve_nrm drops below 0, `cos` collapses, and
+# fewer distinct texts come out (the same few contexts repeat): the AV is no
+# longer reading your vector.
+#
 # The extreme case is an injection that did not happen at all: the AV reads its
 # marker token's own embedding (what you get when ids are sent alongside the
 # embeddings to a server, or a prefix cache keyed on ids serves a stale
@@ -312,11 +325,12 @@ seen = no_injection.av.explain(marker_embedding)[0].text  # the AV's prompt, unt
 print(f"what the AV writes when it sees its own marker: {seen!r}  (CJK: {bool(CJK.search(seen))})")
 # With a failed injection every one of your vectors gets this same text; score it against them:
 failed = nla.score([seen] * len(body), body)
+working_fve = sum(e.fve_nrm for e in working) / len(working)
 print(
     f"scored against the {len(body)} real vectors: mean cos {failed.cos.mean():.3f}, "
-    f"mean fve_nrm {failed.fve_nrm.mean():+.3f} "
-    f"(the working pair: {sum(e.fve_nrm for e in working) / len(working):+.3f})"
+    f"mean fve_nrm {failed.fve_nrm.mean():+.3f} (the working pair: {working_fve:+.3f})"
 )
+expect("one text for every vector scores far below 0", float(failed.fve_nrm.mean()) < -0.5)
 
 # %% [markdown]
 # ## The failure smells (NLA contract)
@@ -325,7 +339,9 @@ print(
 #   and `fve_nrm` near or below 0: the AV is not seeing your vector.
 # * **All-CJK output, or English describing a CJK character**: the AV saw the
 #   marker's own embedding (Gemma's marker is U+321C; the toy uses the same
-#   character, and its AV, which names tokens, names the marker).
+#   character). The toy AV never saw the marker's embedding in training and writes
+#   an ordinary-looking explanation instead, the same one for every vector: the
+#   words look fine, and only the score (far below 0, `cos` near 0) gives it away.
 #
 # Causes, most likely first: a wrong or missing `injection_scale`; a missing
 # embedding scale (Gemma multiplies embeddings by `sqrt(d)`); a double BOS;
