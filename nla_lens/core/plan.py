@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat, SupportsIndex
 
 from ..errors import CheckpointError, DeviceError, NLAError
 
@@ -40,7 +40,7 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def parse_bytes(value: str | int | float) -> int:
+def parse_bytes(value: str | SupportsFloat) -> int:
     """``"80GB"``, ``"80 GiB"``, ``"141e9"`` or a number of bytes, as bytes."""
     amount: float | None = None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy numbers too
@@ -270,10 +270,10 @@ def plan(
     ar: str | os.PathLike[str] | None = None,
     *,
     subject: str | os.PathLike[str] | None = None,
-    gpu_memory: str | int | float = "80GB",
-    batch: int = 64,
-    explanation_tokens: int = 200,
-    prompt_tokens: int = 110,
+    gpu_memory: str | SupportsFloat = "80GB",
+    batch: SupportsIndex = 64,
+    explanation_tokens: SupportsIndex = 200,
+    prompt_tokens: SupportsIndex = 110,
     reserve: float = 0.1,
 ) -> MemoryPlan:
     """The memory plan of a pair (and a subject): bytes at bf16 / int8 / 4-bit, the AV's KV
@@ -295,6 +295,7 @@ def plan(
             f"reserve={reserve!r} is the fraction of GPU memory kept free: a number in [0, 1), "
             "e.g. reserve=0.1."
         )
+    reserve = float(reserve)
     memory = parse_bytes(gpu_memory)
     parts: list[tuple[Role, Any]] = [("subject", subject), ("av", av), ("ar", ar)]
     models = tuple(_count(src, role) for role, src in parts if src is not None)
