@@ -101,7 +101,7 @@ else:
     clean, corrupt = task.clean, task.corrupted
     answers = (task.clean_answer_id, task.corrupted_answer_id)
     source, control = task.position, task.control_position
-words = bridge.tokenizer.convert_ids_to_tokens(list(answers))
+words = [bridge.tokenizer.decode([int(a)]).strip() for a in answers]
 print(f"clean:     {clean!r}\ncorrupted: {corrupt!r}")
 print(f"answers: clean {words[0]!r}, corrupted {words[1]!r}; they differ at position {source}")
 
@@ -248,7 +248,7 @@ if not REAL:
     expect("the changed answers are different places (the metric alone cannot say which)",
            changed.answer.nunique() >= 2)  # fmt: skip
     expect("the readout explanation names the new answer in most changed cells",
-           bool((changed.readout_next == changed.answer).mean() >= 0.7))  # fmt: skip
+           bool((changed.readout_next == changed.answer.str.strip()).mean() >= 0.7))  # fmt: skip
 
 # %% [markdown]
 # Read it like this: the answer leaves the place word's residual early (patching

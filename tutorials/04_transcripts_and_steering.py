@@ -81,7 +81,7 @@ reply = transcript.meta["reply"]
 print("reply:", repr(reply))
 if not REAL:
     expect(f"the reply starts with the task's answer {task.clean_answer!r}",
-           reply.split()[:1] == [task.clean_answer])  # fmt: skip
+           reply.strip().startswith(task.clean_answer))  # fmt: skip
 print(transcript.to_text())
 
 save_html(transcript.to_html(), "04_transcript.html")
@@ -176,7 +176,7 @@ for text, answer, target in prompts:
         max_new_tokens=MAX_NEW_TOKENS,
         **subject.kwargs,
     )
-    top = tok.convert_ids_to_tokens(int(steered.logits[0, -1].argmax()))
+    top = tok.decode([int(steered.logits[0, -1].argmax())]).strip()
     rows.append({"answer": answer, "target": target, "steered answer": top, "success": top == target,
                  "plain explanation": plain.texts[0], "steered explanation": steered.texts[0]})  # fmt: skip
 table = pd.DataFrame(rows)
@@ -194,11 +194,7 @@ if not REAL:
 # %%
 text, answer, target = prompts[0]
 direction = nla.steering_vector(describe(target))
-ids_ans = (
-    tok.convert_tokens_to_ids([answer, target])
-    if not REAL
-    else [single_token_id(tok, answer), single_token_id(tok, target)]
-)
+ids_ans = [single_token_id(tok, answer), single_token_id(tok, target)]
 alphas = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]
 probs = []
 for a in alphas:
@@ -252,7 +248,7 @@ for r in live:
 if not REAL:
     full = live[-1]
     expect(f"at alpha 1 the answer is {target!r} and the words agree",
-           full.answer == target and bool(full.agrees))  # fmt: skip
+           (full.answer or "").strip() == target and bool(full.agrees))  # fmt: skip
 
 # %% [markdown]
 # And a steered generation: `steered_generate` adds the direction at every
