@@ -198,7 +198,7 @@ def test_stop_when_flat(nla, vectors, scripted):
     done = [e for e in events if isinstance(e, RowFinished)]
     assert all(e.explanation.text == "the first line\nthe second line" for e in done)
     never = list(nla.explain_stream(vectors[:1], stop=stop_when_flat(min_gain=-float("inf"))))
-    assert not [e for e in never if isinstance(e, RowFinished)][0].cut_short
+    assert not next(e for e in never if isinstance(e, RowFinished)).cut_short
 
 
 def make_segment(score):
