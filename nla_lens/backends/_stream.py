@@ -17,8 +17,8 @@ import json
 import queue
 import random
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -65,7 +65,7 @@ class HTTPDecodeStream:
                 batch = [item]
                 while not self._queue.empty():  # what has arrived meanwhile, as one step
                     batch.append(self._queue.get_nowait())
-                updates = []
+                updates: list[DecodeUpdate] = []
                 for x in batch:
                     if x is _DONE:
                         if updates:
@@ -86,10 +86,8 @@ class HTTPDecodeStream:
             self._cancelled.add(int(r))
             task, loop = self._tasks.get(int(r)), self._loop
             if task is not None and loop is not None and not loop.is_closed():
-                try:
+                with suppress(RuntimeError):  # the loop closed meanwhile: nothing to cancel
                     loop.call_soon_threadsafe(task.cancel)
-                except RuntimeError:  # the loop closed meanwhile: nothing left to cancel
-                    pass
 
     def close(self) -> None:
         if self._closed:
@@ -179,7 +177,7 @@ class HTTPDecodeStream:
 
     async def _events(
         self, session: Any, body: bytes, index: int
-    ) -> AsyncIterator[tuple[str, GenerationOutput | None]]:
+    ) -> AsyncGenerator[tuple[str, GenerationOutput | None], None]:
         """``(raw text so far, final output or None)`` per ``data:`` event of one request."""
         aiohttp = import_aiohttp()
         b = self.backend

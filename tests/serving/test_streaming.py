@@ -94,4 +94,3 @@ def test_a_stream_that_keeps_dropping_fails_clearly(kind, loopback, toy_pair):
     with pytest.raises(BackendError, match="stream failed after 2 attempts"):
         events.extend(nla.explain_stream(vectors[:2]))
     assert not any(isinstance(e, RowFinished) for e in events)
-
