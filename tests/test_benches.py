@@ -20,6 +20,7 @@ TINY_ARGS = {
     "bench_capture.py": ["--repeats", "1", "--batch", "1", "--seq", "16"],
     "bench_server.py": ["--n", "4", "--max-new-tokens", "4", "--repeats", "1"],
     "bench_pair_load.py": ["--repeats", "1"],
+    "bench_stream.py": ["--n", "4", "--max-new-tokens", "16", "--repeats", "1"],
 }
 #: bench_ray.py starts a Ray cluster twice (a minute even at tiny sizes); tests/serving/test_ray.py
 #: runs the same engine.

@@ -122,6 +122,13 @@ class HTTPBackend:
     def _parse(self, reply: Any, params: Sampling) -> GenerationOutput:
         raise NotImplementedError
 
+    def _stream_chunk(
+        self, chunk: Any, state: dict[str, Any], params: Sampling
+    ) -> tuple[str, GenerationOutput | None] | None:
+        """One streamed event: ``(raw text so far, the final output once finished)``, or
+        None for an event without text (``state`` carries text and ids between events)."""
+        raise NotImplementedError
+
     # ---- public ----------------------------------------------------------------
     def generate(
         self,
@@ -131,6 +138,19 @@ class HTTPBackend:
         """One output per prompt, in order. Raises :class:`BackendError` on failure."""
         result: list[GenerationOutput] = run_sync(self.agenerate(prompt_embeds, params))
         return result
+
+    def stream(
+        self,
+        prompt_embeds: Sequence[Float[Tensor, "_seq d_model"]] | Float[Tensor, "n seq d_model"],
+        params: Sampling,
+    ) -> Any:
+        """Decode each prompt through the server's streaming responses (``stream: true``,
+        server-sent events); see :mod:`nla_lens.backends._stream`."""
+        from ._stream import HTTPDecodeStream
+
+        params = Sampling.check(params)
+        import_aiohttp()
+        return HTTPDecodeStream(self, list(prompt_embeds), params)
 
     async def agenerate(
         self,

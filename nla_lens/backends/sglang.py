@@ -8,7 +8,10 @@ Wire format (SGLang's native ``POST /generate``), one request per prompt::
                          "skip_special_tokens": true, "sampling_seed": 7}}
 
 The reply is ``{"text": ..., "meta_info": {"finish_reason": {"type": "stop"}}}``
-(or a one-element list of that). Launch the server with
+(or a one-element list of that). Streaming (``explain_stream``) sends the same body
+with ``"stream": true``; the reply is server-sent events, ``data: {...}`` each with the
+text and ``output_ids`` so far (SGLang's default, cumulative, streaming output) and
+``meta_info.finish_reason`` set on the last, then ``data: [DONE]``. Launch the server with
 ``--disable-radix-cache``: its prefix cache keys on token ids, which embedding
 requests do not have, so different prompts would alias (docs/recipe.md, section 3).
 """
@@ -68,3 +71,26 @@ class SGLangBackend(HTTPBackend):
         if reason is None:
             raise self._malformed(reply, f"finish_reason {kind!r} (the request was aborted?)")
         return GenerationOutput(text=text, token_ids=tuple(ids), finish_reason=reason)
+
+    def _stream_chunk(
+        self, chunk: Any, state: dict[str, Any], params: Sampling
+    ) -> tuple[str, GenerationOutput | None] | None:
+        if isinstance(chunk, list) and len(chunk) == 1:
+            chunk = chunk[0]
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str):
+            raise self._malformed(chunk, "a streamed event without a string 'text'")
+        state["text"] = chunk["text"]  # cumulative: the text so far
+        ids = chunk.get("output_ids")
+        if isinstance(ids, list) and all(isinstance(i, int) for i in ids):
+            state["ids"] = ids
+        meta = chunk.get("meta_info") or {}
+        finish = meta.get("finish_reason") if isinstance(meta, dict) else None
+        if finish is None:
+            return state["text"], None
+        kind = finish.get("type") if isinstance(finish, dict) else finish
+        text, reason = finish_from_text(state["text"], params, kind)
+        if reason is None:
+            raise self._malformed(chunk, f"finish_reason {kind!r} (the request was aborted?)")
+        return text, GenerationOutput(
+            text=text, token_ids=tuple(state["ids"]), finish_reason=reason
+        )

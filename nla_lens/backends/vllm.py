@@ -11,7 +11,10 @@ Server wire format (``POST /v1/completions``), one request per prompt::
      "skip_special_tokens": true, "return_token_ids": true}
 
 and the reply's ``choices[0]`` carries ``text``, ``finish_reason`` and (with
-``return_token_ids``) ``token_ids``.
+``return_token_ids``) ``token_ids``. Streaming (``explain_stream``) adds ``"stream": true``;
+the reply is server-sent events of ``text_completion`` chunks whose ``choices[0].text`` is
+the new text (and ``token_ids`` the new ids), ``finish_reason`` set on the last, then
+``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -93,6 +96,35 @@ class VLLMServerBackend(HTTPBackend):
         if reason is None:
             raise self._malformed(reply, f"finish_reason {choice.get('finish_reason')!r}")
         return GenerationOutput(text=text, token_ids=tuple(ids), finish_reason=reason)
+
+    def _stream_chunk(
+        self, chunk: Any, state: dict[str, Any], params: Sampling
+    ) -> tuple[str, GenerationOutput | None] | None:
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list):
+            raise self._malformed(chunk, "a streamed event without 'choices'")
+        if not choices:  # e.g. a usage-only event
+            return None
+        choice = choices[0]
+        if (
+            len(choices) != 1
+            or not isinstance(choice, dict)
+            or not isinstance(choice.get("text"), str)
+        ):
+            raise self._malformed(chunk, "a streamed event without one choice with string 'text'")
+        state["text"] += choice["text"]  # a delta: the new text only
+        ids = choice.get("token_ids") or []
+        if isinstance(ids, list) and all(isinstance(i, int) for i in ids):
+            state["ids"] += ids
+        reported = choice.get("finish_reason")
+        if reported is None:
+            return state["text"], None
+        text, reason = finish_from_text(state["text"], params, reported)
+        if reason is None:
+            raise self._malformed(chunk, f"finish_reason {reported!r}")
+        return text, GenerationOutput(
+            text=text, token_ids=tuple(state["ids"]), finish_reason=reason
+        )
 
     def __repr__(self) -> str:
         return f"VLLMServerBackend({self.url!r}, model={self.model!r}, max_in_flight={self.max_in_flight})"

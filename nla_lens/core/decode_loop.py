@@ -194,14 +194,20 @@ class LocalDecodeStream:
                 [ids[r][-STOP_WINDOW:] for r in rows], skip_special_tokens=True
             )
             done = [d or any(s in t for s in params.stop) for d, t in zip(done, tails, strict=True)]
+        texts = (
+            b.tokenizer.batch_decode([ids[r] for r in rows], skip_special_tokens=True)
+            if self.text
+            else [""] * len(rows)
+        )  # one call per step for every row still running
         updates, keep = [], []
         for i, (r, d) in enumerate(zip(rows, done, strict=True)):
+            text = texts[i].rstrip("\ufffd")  # an incomplete character waits for its last token
             if d:
-                updates.append(DecodeUpdate(r, self._text(ids[r]), b._finish(list(ids[r]), params)))
+                updates.append(DecodeUpdate(r, text, b._finish(list(ids[r]), params)))
             else:
                 keep.append(i)
                 if self.text and not last_step:
-                    updates.append(DecodeUpdate(r, self._text(ids[r])))
+                    updates.append(DecodeUpdate(r, text))
         return updates, keep
 
     def _text(self, ids: list[int]) -> str:

@@ -215,9 +215,9 @@ class _Stream:
             else:
                 self.pending.append(item)
             state.segments = i + 1
-            n = self.stop
+            n = self.stop if isinstance(self.stop, int) else None
             # mid-decode, text follows every completed segment; at the end, it must be there
-            if isinstance(n, int) and i + 1 == n and (not final or len(spans) > n):
+            if n is not None and i + 1 == n and (not final or len(spans) > n):
                 state.cut = n  # more text follows its N-th segment: stop here
                 return
 

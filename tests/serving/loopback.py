@@ -1,7 +1,9 @@
 """A loopback HTTP server for the wire-contract tests and the server benchmark.
 
 It speaks SGLang's ``POST /generate`` (``input_embeds``) and vLLM's
-``POST /v1/completions`` (``prompt_embeds`` = base64 of ``torch.save`` bytes)
+``POST /v1/completions`` (``prompt_embeds`` = base64 of ``torch.save`` bytes), each
+also with ``"stream": true`` (server-sent events: SGLang's cumulative ``text`` /
+``output_ids``, vLLM's ``text_completion`` deltas, then ``data: [DONE]``)
 and decodes in-process with a Hugging Face causal LM (the toy AV), written
 independently of nla_lens: ``model.generate(inputs_embeds=...)``, stopping on
 EOS or a stop string. Requests that arrive together are decoded as one batch
@@ -49,6 +51,8 @@ class Faults:
         default_factory=set
     )  # reply 200 with a body that is not the contract
     garbage_on: set[int] = field(default_factory=set)  # reply 200 with a body that is not JSON
+    drop_stream_on: set[int] = field(default_factory=set)  # abort a stream after half its events
+    end_stream_on: set[int] = field(default_factory=set)  # end a stream early, cleanly, no finish
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Stats:
     tries: Counter[str] = field(default_factory=Counter)  # prompt key -> POSTs
     batches: list[int] = field(default_factory=list)  # sizes of decode batches
     max_inflight: int = 0  # most requests open at once
+    streams: int = 0  # streamed replies sent to the end
 
 
 @dataclass
@@ -377,6 +382,8 @@ class LoopbackServer:
         matched = next((s for s in stop if text.endswith(s)), None)
         if matched is not None and not sp.get("no_stop_trim", False):
             text = text[: -len(matched)]
+        if body.get("stream"):
+            return await self._sglang_stream(request, ids, text, finish, matched, embeds.shape[0])
         self._done(key)
         meta = {
             "finish_reason": {"type": finish, **({"matched": matched} if matched else {})},
@@ -410,6 +417,8 @@ class LoopbackServer:
         matched = next((s for s in sp["stop"] if text.endswith(s)), None)
         if matched is not None and not body.get("include_stop_str_in_output", False):
             text = text[: -len(matched)]
+        if body.get("stream"):
+            return await self._vllm_stream(request, body, ids, text, finish, matched)
         self._done(key)
         choice: dict[str, Any] = {
             "index": 0,
@@ -429,3 +438,91 @@ class LoopbackServer:
                 "usage": usage,
             }
         )
+
+    # ---- streaming (server-sent events) ---------------------------------------------------
+    def _prefixes(self, ids: list[int], final: str) -> list[tuple[list[int], str]]:
+        """(ids, text) after each generated token, the last one's text the final reply text."""
+        tok = self.decoder.tokenizer
+        out = [(ids[:k], tok.decode(ids[:k], skip_special_tokens=True)) for k in range(1, len(ids))]
+        return [*out, (ids, final)]
+
+    async def _send_events(
+        self, request: web.Request, events: list[dict[str, Any]]
+    ) -> web.StreamResponse:
+        with self._lock:
+            n = self.stats.requests
+            f = self.faults
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        cut = len(events) // 2 if n in f.drop_stream_on or n in f.end_stream_on else None
+        for i, event in enumerate(events):
+            if cut is not None and i == max(cut, 1):
+                if n in f.drop_stream_on and request.transport is not None:
+                    request.transport.abort()
+                else:
+                    await resp.write_eof()
+                return resp
+            await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            await asyncio.sleep(0)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        with self._lock:
+            self.stats.streams += 1
+        return resp
+
+    async def _sglang_stream(
+        self,
+        request: web.Request,
+        ids: list[int],
+        text: str,
+        finish: str,
+        matched: str | None,
+        n_prompt: int,
+    ) -> web.StreamResponse:
+        events = []
+        steps = self._prefixes(ids, text) if ids else [([], text)]
+        for k, (part_ids, part) in enumerate(steps):
+            last = k == len(steps) - 1
+            meta: dict[str, Any] = {
+                "finish_reason": (
+                    {"type": finish, **({"matched": matched} if matched else {})} if last else None
+                ),
+                "prompt_tokens": n_prompt,
+                "completion_tokens": len(part_ids),
+            }
+            events.append({"text": part, "output_ids": part_ids, "meta_info": meta})
+        return await self._send_events(request, events)
+
+    async def _vllm_stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        ids: list[int],
+        text: str,
+        finish: str,
+        matched: str | None,
+    ) -> web.StreamResponse:
+        events, sent, sent_ids = [], "", 0
+        steps = self._prefixes(ids, text) if ids else [([], text)]
+        for k, (part_ids, part) in enumerate(steps):
+            last = k == len(steps) - 1
+            if not last and not part.startswith(sent):
+                continue  # a token that changed earlier text (a split character): wait for more
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": part[len(sent) :] if part.startswith(sent) else part,
+                "finish_reason": finish if last else None,
+                "stop_reason": matched if last else None,
+            }
+            if body.get("return_token_ids"):
+                choice["token_ids"] = part_ids[sent_ids:]
+            sent, sent_ids = part, len(part_ids)
+            events.append(
+                {
+                    "id": "cmpl-stream",
+                    "object": "text_completion",
+                    "model": self.model_name,
+                    "choices": [choice],
+                }
+            )
+        return await self._send_events(request, events)

@@ -1,0 +1,86 @@
+"""Streaming explanations: how soon the first segment of every row arrives, and what
+streaming to the end costs, against one ``nla.explain`` call, on the toy pair.
+
+Both paths run back to back in this run on the same vectors (greedy). Printed ratios:
+
+* first segment: the time at which the LAST row's first ``SegmentScored`` arrived,
+  over the whole ``explain`` call's time (goal: at most 0.40);
+* total: the time to drain ``explain_stream`` to its last ``RowFinished``, over the
+  ``explain`` call's time (goal: at most 1.2x).
+
+A row's first segment is its first line; a one-line explanation's first segment is
+also its last, and waits for the end (so the first ratio needs multi-line explanations).
+
+    python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import torch
+from bench_av import toy_vectors
+
+from nla_lens import NLA, RowFinished, SegmentScored, toy
+
+FIRST_GOAL = 0.40  # last row's first segment / whole explain, at most
+TOTAL_GOAL = 1.2  # streaming to the end / explain, at most
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    ck = toy.checkpoints()
+    nla = NLA.from_pretrained(ck.av, ck.ar, device="cpu", dtype=torch.float32)
+    vectors = toy_vectors(ck, nla.layer, args.n)
+    common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.n}
+    nla.explain(vectors[:2], progress=False, **common)  # warm-up
+    list(nla.explain_stream(vectors[:2], **common))
+    t_explain, t_first, t_total = [], [], []
+    segments = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        whole = nla.explain(vectors, progress=False, **common)
+        t_explain.append(time.perf_counter() - t0)
+        first: dict[int, float] = {}
+        done = {}
+        t0 = time.perf_counter()
+        for e in nla.explain_stream(vectors, **common):
+            if isinstance(e, SegmentScored) and e.row not in first:
+                first[e.row] = time.perf_counter() - t0
+            elif isinstance(e, RowFinished):
+                done[e.row] = e.explanation
+        t_total.append(time.perf_counter() - t0)
+        t_first.append(max(first.values()) if len(first) == args.n else float("inf"))
+        assert [done[i] for i in range(args.n)] == list(whole), "streaming must equal explain"
+        segments = [len(e.text.splitlines()) for e in whole]
+    first_ratio = statistics.median(f / w for f, w in zip(t_first, t_explain, strict=True))
+    total_ratio = statistics.median(t / w for t, w in zip(t_total, t_explain, strict=True))
+    med = statistics.median
+    print(f"bench_stream: toy pair (d={nla.d_model}), {args.n} vectors, greedy, "
+          f"max_new_tokens={args.max_new_tokens}, median of {args.repeats}, "
+          f"{torch.get_num_threads()} threads, {statistics.fmean(segments):.1f} lines per explanation")  # fmt: skip
+    print(f"{'path':<52} {'seconds':>8}")
+    print(f"{'explain (whole call)':<52} {med(t_explain):8.3f}")
+    print(f"{'explain_stream: first segment of every row':<52} {med(t_first):8.3f}")
+    print(f"{'explain_stream: to the last RowFinished':<52} {med(t_total):8.3f}")
+    print(f"ratio first segment / explain: {first_ratio:.2f} (goal <= {FIRST_GOAL:.2f})")
+    print(f"ratio streaming total / explain: {total_ratio:.2f}x (goal <= {TOTAL_GOAL:.1f}x)")
+    return 0 if first_ratio <= FIRST_GOAL and total_ratio <= TOTAL_GOAL else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
