@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ from .sampling import Sampling
 
 
 
+@runtime_checkable
 class LoopBackend(Protocol):
     """What the loop reads from its backend (``LocalBackend`` has it; named here, not
     imported, so the loop does not import the backend that drives it)."""

@@ -24,7 +24,7 @@ import html
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from jaxtyping import Float
 from torch import Tensor
@@ -37,6 +37,7 @@ from .segments import explanation_view, segment_spans
 
 
 
+@runtime_checkable
 class StreamPair(Protocol):
     """What a stream reads from its pair (``nla_lens.core.pair.NLAPair`` has it; named
     here, not imported, because the pair imports this module to open streams)."""
