@@ -27,7 +27,6 @@ from .backend import DecodeUpdate
 from .sampling import Sampling
 
 
-
 @runtime_checkable
 class LoopBackend(Protocol):
     """What the loop reads from its backend (``LocalBackend`` has it; named here, not
@@ -43,6 +42,7 @@ class LoopBackend(Protocol):
     def share_prefix(self) -> bool: ...
     def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any: ...
     def _finish(self, ids: list[int], params: Sampling) -> Any: ...
+
 
 __all__ = ["LocalDecodeStream", "top_p_filter"]
 

@@ -36,7 +36,6 @@ from .sampling import Sampling
 from .segments import explanation_view, segment_spans
 
 
-
 @runtime_checkable
 class StreamPair(Protocol):
     """What a stream reads from its pair (``nla_lens.core.pair.NLAPair`` has it; named
@@ -57,6 +56,7 @@ class StreamPair(Protocol):
         batch_size: int,
         progress: bool | None = None,
     ) -> list[Explanation]: ...
+
 
 __all__ = [
     "EventStream",
