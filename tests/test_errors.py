@@ -61,7 +61,9 @@ def test_neighbour_drift(toy, tmp_path, side):
 
 def test_template_drift_duplicate_marker(toy, tmp_path):
     def edit(m):
-        m["prompt_templates"]["av"] = m["prompt_templates"]["av"] + " {injection_char}"
+        # a second concept block: the marker is the bare piece only between '>' and '</'
+        # (" {injection_char}" would be the spaced piece, another token, not the marker)
+        m["prompt_templates"]["av"] += "\n<concept>{injection_char}</concept>"
 
     bad = edited_copy(toy.av, tmp_path / "av", edit)
     with pytest.raises(TokenizerDriftError, match="occurs 2 times"):

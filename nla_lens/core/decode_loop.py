@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -26,8 +26,23 @@ from . import shared_prefix
 from .backend import DecodeUpdate
 from .sampling import Sampling
 
-if TYPE_CHECKING:
-    from .local_backend import LocalBackend
+
+@runtime_checkable
+class LoopBackend(Protocol):
+    """What the loop reads from its backend (``LocalBackend`` has it; named here, not
+    imported, so the loop does not import the backend that drives it)."""
+
+    @property
+    def model(self) -> Any: ...
+    @property
+    def tokenizer(self) -> Any: ...
+    @property
+    def eos_ids(self) -> Any: ...
+    @property
+    def share_prefix(self) -> bool: ...
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any: ...
+    def _finish(self, ids: list[int], params: Sampling) -> Any: ...
+
 
 __all__ = ["LocalDecodeStream", "top_p_filter"]
 
@@ -57,7 +72,7 @@ class LocalDecodeStream:
     """
 
     def __init__(
-        self, backend: LocalBackend, embeds: Tensor, mask: Tensor, params: Sampling, *, text: bool
+        self, backend: LoopBackend, embeds: Tensor, mask: Tensor, params: Sampling, *, text: bool
     ) -> None:
         self.backend = backend
         self.params = params

@@ -24,7 +24,7 @@ import html
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from jaxtyping import Float
 from torch import Tensor
@@ -35,8 +35,28 @@ from .explanation import Explanation, extract_explanation, fmt
 from .sampling import Sampling
 from .segments import explanation_view, segment_spans
 
-if TYPE_CHECKING:
-    from .pair import NLAPair
+
+@runtime_checkable
+class StreamPair(Protocol):
+    """What a stream reads from its pair (``nla_lens.core.pair.NLAPair`` has it; named
+    here, not imported, because the pair imports this module to open streams)."""
+
+    @property
+    def av(self) -> Any: ...
+    @property
+    def ar(self) -> Any: ...
+    @property
+    def baseline(self) -> Any: ...
+    def provenance(self, sampling: Sampling | None = None) -> Any: ...
+    def _need_ar(self, what: str) -> Any: ...
+    def _scored(
+        self,
+        explanations: list[Explanation],
+        v: Tensor,
+        batch_size: int,
+        progress: bool | None = None,
+    ) -> list[Explanation]: ...
+
 
 __all__ = [
     "EventStream",
@@ -184,7 +204,7 @@ _Pending = tuple[int, int, str, str]  # row, segment index, segment, prefix
 class _Stream:
     """The state of one ``explain_stream`` call (see :func:`stream_rows`)."""
 
-    def __init__(self, pair: NLAPair, v: Tensor, sampling: Sampling, stop: StopRule) -> None:
+    def __init__(self, pair: StreamPair, v: Tensor, sampling: Sampling, stop: StopRule) -> None:
         self.pair, self.v, self.sampling, self.stop = pair, v, sampling, stop
         self.k = sampling.samples
         self.total = v.shape[0] * self.k
@@ -449,7 +469,7 @@ class EventStream(Iterator[StreamEvent]):
 
 
 def stream_rows(
-    pair: NLAPair, v: Float[Tensor, "n d_model"], sampling: Sampling, stop: Any = None
+    pair: StreamPair, v: Float[Tensor, "n d_model"], sampling: Sampling, stop: Any = None
 ) -> EventStream:
     """The events of explaining the validated float32 batch ``v`` (see the module doc)."""
     return EventStream(_Stream(pair, v, sampling, check_stop(stop)).run())
