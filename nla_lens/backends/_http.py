@@ -23,22 +23,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.backend import GenerationOutput, Sampling
-from ..errors import BackendError, MissingExtraError
+from ..errors import BackendError
+from ._net import RETRYABLE_4XX, _Retryable, _short, import_aiohttp
 
 __all__ = ["HTTPBackend", "finish_from_text", "import_aiohttp", "run_sync"]
 
 log = logging.getLogger("nla_lens.backends")
-
-#: 4xx codes that mean "try again later" rather than "your request is wrong".
-RETRYABLE_4XX = frozenset({408, 429})
-
-
-def import_aiohttp() -> Any:
-    try:
-        import aiohttp
-    except ImportError as exc:  # pragma: no cover - exercised where the extra is missing
-        raise MissingExtraError("aiohttp", "serve", "the SGLang/vLLM server clients") from exc
-    return aiohttp
 
 
 def run_sync(coro: Any) -> Any:
@@ -68,15 +58,6 @@ def finish_from_text(
     if reported is None:
         return text, "stop" if hits else "length"
     return text, None
-
-
-class _Retryable(Exception):
-    """A failure worth retrying (timeout, connection, 5xx)."""
-
-
-def _short(text: str, limit: int = 500) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 class HTTPBackend:

@@ -19,16 +19,13 @@ import random
 import threading
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from ..core.backend import DecodeUpdate, GenerationOutput, Sampling
 from ..errors import BackendError
-from ._http import RETRYABLE_4XX, _Retryable, _short, import_aiohttp
-
-if TYPE_CHECKING:
-    from ._http import HTTPBackend
+from ._net import RETRYABLE_4XX, _Retryable, _short, import_aiohttp
 
 __all__ = ["HTTPDecodeStream"]
 
@@ -38,7 +35,8 @@ _DONE = object()
 class HTTPDecodeStream:
     """A streamed decode of prompts on an SGLang or vLLM server (see the module doc)."""
 
-    def __init__(self, backend: HTTPBackend, items: list[Tensor], params: Sampling) -> None:
+    def __init__(self, backend: Any, items: list[Tensor], params: Sampling) -> None:
+        # ``backend``: the HTTPBackend that opened this stream (not imported: _http imports us)
         self.backend, self.items, self.params = backend, items, params
         self._queue: queue.Queue[Any] = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
