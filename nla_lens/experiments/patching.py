@@ -32,6 +32,7 @@ from ..core.progress import bar_options
 from ..core.sampling import Sampling
 from ..errors import CaptureError
 from ..subjects import ResidualEdit, as_subject, capture_residual, resolve_positions
+from ..subjects.inputs import token_text
 from .difference import explain_difference
 from .flagged import explain_flagged, score_flagged
 from .grid import as_layers, as_positions
@@ -266,7 +267,8 @@ def activation_patching(
         ]
         vecs = torch.stack([patched_vecs[i][b] for i, _, _, b in cells])
         fits = score_flagged(nla, texts, torch.cat([vecs, vecs]), skip)
-    decode = subject.tokenizer.convert_ids_to_tokens if subject.tokenizer is not None else None
+    tokenizer = subject.tokenizer
+    decode = (lambda i: token_text(tokenizer, i)) if tokenizer is not None else None
     n = len(cells)
     rows: list[dict[str, Any]] = []
     for j, (i, layer, p, b) in enumerate(cells):

@@ -31,6 +31,7 @@ from ..core.vectors import as_vector_batch
 from ..errors import CaptureError, VectorError
 from ..subjects import Positions, ResidualEdit, as_subject
 from ..subjects.generate import left_align
+from ..subjects.inputs import token_text
 from .descriptions import check_description
 from .patching_metrics import Reader, read_continuations
 from .runs import ExplainedRun, explain_run
@@ -214,7 +215,7 @@ def steer_by_edit(
             return None
         pos, n = run.rows[0][1], len(run.tokens[0])  # one prompt: unpadded (or left-padded)
         best = int(run.logits[0, pos - n].argmax())
-        return str(tok.convert_ids_to_tokens(best)) if tok is not None else str(best)
+        return token_text(tok, best) if tok is not None else str(best)
 
     before = top(plain)
     results = []

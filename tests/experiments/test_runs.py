@@ -144,7 +144,8 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     named = []
     for alpha in (0.0, 0.5, 1.0, 2.0):
         run = nla.explain_run(
-            model, clean, positions=pos, **add_direction(direction, alpha, nla.layer, positions=pos)
+            model, clean, positions=pos, max_new_tokens=96,
+            **add_direction(direction, alpha, nla.layer, positions=pos),
         )
         named.append(read_explanation(run.texts[0]).names_next(target))
         cos_to_target.append(
