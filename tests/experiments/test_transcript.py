@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import pytest
 import torch
 
@@ -46,7 +48,7 @@ def test_chat_transcript_names_tokens(nla, toy, chat, layout):
         assert all(f"    {line}" in text for line in e.explanation.text.splitlines())
     assert "fve_nrm=" in text and "[early" in text
     html = t._repr_html_()
-    assert "hsl(" in html and content[0].explanation.text in html
+    assert "hsl(" in html and escape(content[0].explanation.text) in html
     df = t.to_frame()
     assert len(df) == len(t) and {"position", "token", "explanation", "fve_nrm", "flags"} <= set(
         df.columns
