@@ -9,7 +9,7 @@ import torch
 
 from nla_lens.errors import FeatureError
 
-TOKENS = 16
+TOKENS = 96  # a whole three-line toy explanation
 
 
 class InMemorySAE:

@@ -42,7 +42,7 @@ def place_frames(nla, subjects):
             df = activation_patching(
                 nla, model, t.clean, t.corrupted, layers=range(nla.layer + 1),
                 positions=[t.position, -1], answer_tokens=(t.clean_answer_id, t.corrupted_answer_id),
-                direction=direction, reader=READ, tokenizer=tok, max_new_tokens=24, progress=False,
+                direction=direction, reader=READ, tokenizer=tok, max_new_tokens=96, progress=False,
             )  # fmt: skip
             out[direction].append(df.assign(pair=len(out[direction])))
     frames = {}
@@ -126,11 +126,14 @@ def test_only_the_words_tell_which_place_the_answer_moved_to(nla, subjects):
     df = activation_patching(
         nla, model, [t.clean for t in pairs], [t.corrupted for t in pairs],
         layers=range(nla.layer + 1), positions=[-4, -1], reader=READ, tokenizer=tok,
-        max_new_tokens=24, progress=False,
+        max_new_tokens=96, progress=False,
     )  # fmt: skip
     assert df.attrs["metric"] == "kl_to_clean" and df.attrs["answers"] is None
-    assert all(df.token[(df.position == df.readout_position - 3)].isin(toy.recall.ENTITIES))
-    changed = df[df.answer != df.batch.map(lambda b: pairs[b].clean_answer)]
+    # tokens decode as text, with their leading space (" lion")
+    assert all(
+        df.token[(df.position == df.readout_position - 3)].str.strip().isin(toy.recall.ENTITIES)
+    )
+    changed = df[df.answer.str.strip() != df.batch.map(lambda b: pairs[b].clean_answer)]
     hit = sum(READ(r.readout_explanation).names_next(r.answer) for r in changed.itertuples())
     new = changed.answer.nunique()
     print(
@@ -148,13 +151,16 @@ def test_answer_tokens_as_words_give_the_same_frame(nla, subjects):
     model, tok = subjects["hf"], subjects["tokenizer"]
     t = toy.tasks(1)[0]
     kw = dict(layers=[0, nla.layer], positions=[t.position, -1], tokenizer=tok,
-              max_new_tokens=24, progress=False)  # fmt: skip
+              max_new_tokens=96, progress=False)  # fmt: skip
     ids = activation_patching(nla, model, t.clean, t.corrupted,
                               answer_tokens=(t.clean_answer_id, t.corrupted_answer_id), **kw)  # fmt: skip
     words = activation_patching(nla, model, t.clean, t.corrupted,
                                 answer_tokens=(t.clean_answer, t.corrupted_answer), **kw)  # fmt: skip
     pd.testing.assert_frame_equal(ids, words)
-    assert ids.attrs == words.attrs and ids.attrs["answers"] == (t.clean_answer, t.corrupted_answer)
+    assert ids.attrs == words.attrs and ids.attrs["answers"] == (
+        " " + t.clean_answer,
+        " " + t.corrupted_answer,
+    )
     print("answer_tokens as words:", words.attrs["answers"], "-> ids", words.attrs["answer_ids"])
     for bad in ("zzzz", "river park"):
         with pytest.raises(AnswerTokenError, match=repr(bad)) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.integration
 
 def test_explain_returns_a_notebook_result_set(nla, toy_residuals):
     v = toy_residuals[0][:3]
-    out = nla.explain(v, max_new_tokens=16)
+    out = nla.explain(v, max_new_tokens=96)
     assert isinstance(out, Explanations) and isinstance(out, list) and len(out) == 3
     assert out[0].text == out.texts[0]
     df = out.to_frame()
     assert list(df["explanation"]) == out.texts and {"cos", "fve_nrm", "index"} <= set(df.columns)
-    assert "<table" in out._repr_html_() and out.texts[0] in out._repr_html_()
+    assert "<table" in out._repr_html_() and html.escape(out.texts[0]) in out._repr_html_()
     assert repr(out).startswith("Explanations(3 for 3 vectors") and "\n" not in repr(out)
     one = repr(out[0])
     assert "\n" not in one and "provenance" not in one and "cos=" in one

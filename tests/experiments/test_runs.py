@@ -142,9 +142,15 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     direction = nla.steering_vector(describe_next(target))
     cos_to_target = []
     named = []
-    for alpha in (0.0, 0.5, 1.0, 2.0):
+    # toy v3: on random-text residuals line 3 names the target from alpha 4 (measured: not
+    # at 2, where it reads "the" with animals; at 4 dog, house, river and is all named)
+    for alpha in (0.0, 1.0, 2.0, 4.0):
         run = nla.explain_run(
-            model, clean, positions=pos, **add_direction(direction, alpha, nla.layer, positions=pos)
+            model,
+            clean,
+            positions=pos,
+            max_new_tokens=96,
+            **add_direction(direction, alpha, nla.layer, positions=pos),
         )
         named.append(read_explanation(run.texts[0]).names_next(target))
         cos_to_target.append(

@@ -43,18 +43,19 @@ def test_bad_descriptions_raise_everywhere_a_description_is_read(nla):
 def test_steering_results_show_words_and_answer(nla, subjects):
     model, tok = subjects["hf"], subjects["tokenizer"]
     t = toy.tasks(1)[0]
-    run = nla.explain_run(model, t.clean, positions=-1, tokenizer=tok, max_new_tokens=24)
+    run = nla.explain_run(model, t.clean, positions=-1, tokenizer=tok, max_new_tokens=96)
     h, text = run.vectors[0], run.texts[0]
     live = nla.steer_by_edit(
         h, text, toy.describe_next(t.corrupted_answer), alphas=(0.0, 0.5, 1.0), model=model,
-        inputs=t.clean, position=-1, tokenizer=tok, reader=toy.read_explanation, max_new_tokens=24,
+        inputs=t.clean, position=-1, tokenizer=tok, reader=toy.read_explanation, max_new_tokens=96,
     )  # fmt: skip
     for r in live:
         print(r.note)
     zero, *_, one = live
-    assert zero.answer == zero.answer_before == t.clean_answer and zero.agrees
+    # answers decode as text: the spaced piece of the word (" park")
+    assert zero.answer == zero.answer_before == " " + t.clean_answer and zero.agrees
     assert zero.before is not None and zero.before.text == text
-    assert one.answer == t.corrupted_answer and one.agrees
+    assert one.answer == " " + t.corrupted_answer and one.agrees
     assert all(("disagree" in r.note) == (r.agrees is False) for r in live)
     assert "<table>" in one._repr_html_()
 

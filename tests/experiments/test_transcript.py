@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import pytest
 import torch
 
 from nla_lens import NLAError
 from nla_lens.experiments.transcript import Transcript
+from nla_lens.toy import read_explanation
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def chat(subject):
-    """A toy chat made of the subject's content words."""
-    _, tok = subject
-    from tests.conftest import content_vocab
-
-    words = tok.convert_ids_to_tokens(content_vocab(tok)[5:17])
-    return [{"role": "user", "content": " ".join(words)}], words
+    """A toy chat of facts; ``words`` are its animals and places, each once."""
+    words = ["cat", "house", "dog", "park", "fox", "river", "owl", "lake"]
+    facts = " ".join(
+        f"the {a} is in the {p}." for a, p in zip(words[::2], words[1::2], strict=True)
+    )
+    return [{"role": "user", "content": facts}], words
 
 
 @pytest.mark.parametrize("layout", ["subject", "subject_multimodal"])
@@ -29,11 +32,11 @@ def test_chat_transcript_names_tokens(nla, toy, chat, layout):
     model = loader.from_pretrained(str(getattr(toy, layout)), dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(str(toy.subject))
     messages, words = chat
-    t = nla.transcript(model, messages, tokenizer=tok, max_new_tokens=20)
+    t = nla.transcript(model, messages, tokenizer=tok, max_new_tokens=96)
     assert isinstance(t, Transcript) and len(t) > len(words)
-    content = [e for e in t if e.token in words]
+    content = [e for e in t if e.token.strip() in words]  # tokens decode with their space
     assert len(content) == len(words)
-    named = [e.token in e.explanation.text.split() for e in content]
+    named = [read_explanation(e.explanation.text).token == e.token for e in content]
     assert sum(named) / len(named) >= 0.8, [(e.token, e.explanation.text) for e in content]
     # Noisy positions are flagged, not hidden.
     assert t[0].token == tok.bos_token and "bos" in t[0].flags and "early" in t[0].flags
@@ -43,10 +46,11 @@ def test_chat_transcript_names_tokens(nla, toy, chat, layout):
     # Three renderings.
     text = t.to_text()
     for e in content[:3]:
-        assert f"token={e.token!r}" in text and e.explanation.text in text
+        assert f"token={e.token!r}" in text  # the explanation's lines, indented under it:
+        assert all(f"    {line}" in text for line in e.explanation.text.splitlines())
     assert "fve_nrm=" in text and "[early" in text
     html = t._repr_html_()
-    assert "hsl(" in html and content[0].explanation.text in html
+    assert "hsl(" in html and escape(content[0].explanation.text) in html
     df = t.to_frame()
     assert len(df) == len(t) and {"position", "token", "explanation", "fve_nrm", "flags"} <= set(
         df.columns
@@ -61,7 +65,7 @@ def test_transcript_with_generated_reply(nla, subject):
         [{"role": "user", "content": "cat"}],
         tokenizer=tok,
         reply_tokens=4,
-        max_new_tokens=20,
+        max_new_tokens=96,
     )
     sections = [e.section for e in t]
     assert sections.count("reply") >= 1 and sections[0] == "prompt"
@@ -70,7 +74,7 @@ def test_transcript_with_generated_reply(nla, subject):
 
 def test_transcript_samples(nla, subject):
     model, tok = subject
-    t = nla.transcript(model, "cat dog", tokenizer=tok, samples=3, seed=0, max_new_tokens=20)
+    t = nla.transcript(model, "cat dog", tokenizer=tok, samples=3, seed=0, max_new_tokens=96)
     assert all(len(e.explanations) == 3 for e in t)
     assert len(t.to_frame()) == 3 * len(t)
 
@@ -78,15 +82,19 @@ def test_transcript_samples(nla, subject):
 def test_search_by_description(nla, subject, chat):
     model, tok = subject
     messages, words = chat
-    t = nla.transcript(model, messages, tokenizer=tok, max_new_tokens=20)
+    t = nla.transcript(model, messages, tokenizer=tok, max_new_tokens=96)
     found = 0
+
+    def describe(w):  # line 3 of the toy's format: the token and what follows it
+        return f'token " {w}"; next comes ' + ("is" if w in words[::2] else ".")
+
     for w in words[2:8]:
-        hits = nla.search(f"token: {w}", t, top_k=3)
+        hits = nla.search(describe(w), t, top_k=3)
         assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
-        found += hits[0].token == w
+        found += hits[0].token.strip() == w
     assert found >= 5
-    raw_hits = nla.search(f"token: {words[3]}", t.vectors, top_k=1, centered=True)
-    assert raw_hits[0].index == [e.token for e in t].index(words[3])
+    raw_hits = nla.search(describe(words[3]), t.vectors, top_k=1, centered=True)
+    assert raw_hits[0].index == [e.token.strip() for e in t].index(words[3])
     with pytest.raises(NLAError):
         nla.search("x", t, top_k=0)
 
@@ -98,7 +106,7 @@ def test_any_vector_directions(nla, toy_residuals):
     same = token_ids == token_ids[0]
     diff_of_means = vectors[same].mean(0) - vectors.mean(0)
     tiny, huge = nla.explain(
-        torch.stack([diff_of_means * 1e-3, diff_of_means * 1e3]), max_new_tokens=20
+        torch.stack([diff_of_means * 1e-3, diff_of_means * 1e3]), max_new_tokens=96
     )
     assert tiny.text == huge.text
 
