@@ -28,8 +28,10 @@ from _setup import (
     CLEAN_TEXT,
     CLEAN_WORD,
     CORRUPT_WORD,
+    REAL,
     banner,
     check_known_words,
+    expect,
     load_pair,
     load_subject,
     save_html,
@@ -63,6 +65,7 @@ tokens = tok.convert_ids_to_tokens(tok(CLEAN_TEXT)["input_ids"])
 print("saved residual:", tuple(h.shape))
 same = nla.capture(model, CLEAN_TEXT)
 print(f"max |trace - nla.capture| = {float((h - same).abs().max()):.2e}")
+expect("the traced residual is the one nla.capture returns", float((h - same).abs().max()) < 1e-5)
 
 pos = tokens.index(tok.convert_ids_to_tokens(single_token_id(tok, CLEAN_WORD)))
 watch = [
@@ -94,11 +97,17 @@ with model.trace(CLEAN_TEXT):
 print(
     f"edited block {E}'s output at position {pos} ({CLEAN_WORD!r} -> the residual of {CORRUPT_WORD!r})"
 )
-for p, e in zip(watch, nla.explain(h_edit[0, watch]), strict=True):
+edited = nla.explain(h_edit[0, watch])
+for p, e in zip(watch, edited, strict=True):
     moved = float((h_edit[0, p] - h[0, p]).norm() / h[0, p].norm())
     print(
-        f"[{p:>2}] {tokens[p]!r:<10} ||dh||/||h||={moved:.2f} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[0][:80]}"
+        f"[{p:>2}] {tokens[p]!r:<10} ||dh||/||h||={moved:.2f} fve_nrm={e.fve_nrm:.3f}  {e.text.splitlines()[-1][:80]}"
     )
+if not REAL:
+    from nla_lens.toy import read_explanation
+
+    expect(f"layer K at the edited position now reads {CORRUPT_WORD!r}",
+           read_explanation(edited[0].text).word == CORRUPT_WORD)  # fmt: skip
 
 # %% [markdown]
 # ## The same, as one call: `nla.explain_run(model, inputs, intervene=...)`
@@ -140,6 +149,9 @@ print(
     ]
 )
 print({k: None if v is None else round(v, 3) for k, v in diff.summary().items()})
+row = diff.to_frame().iloc[0]
+expect("the clean words fit the edited vector worse than their own",
+       row["cross_fve_nrm_a_on_b"] < row["self_fve_nrm_a"])  # fmt: skip
 
 # %% [markdown]
 # A low cross-fit (`cross_fve_nrm_a_on_b`: the clean explanation scored against
@@ -185,6 +197,10 @@ print(
 )
 
 save_html(table.drop(columns=["batch"]).to_html(index=False), "02_donor_sweep.html")
+if not REAL:
+    reads = [read_explanation(t).word for t in at_word.explanation]
+    expect("every edit at a layer <= K makes layer K read the donor word there",
+           reads == list(at_word.donor))  # fmt: skip
 
 # %% [markdown]
 # Read it per donor: an edit at a layer `<= K` at the word's position changes
