@@ -146,7 +146,10 @@ def test_steering_by_description(nla, subjects, prompts, framework):
     # at 2, where it reads "the" with animals; at 4 dog, house, river and is all named)
     for alpha in (0.0, 1.0, 2.0, 4.0):
         run = nla.explain_run(
-            model, clean, positions=pos, max_new_tokens=96,
+            model,
+            clean,
+            positions=pos,
+            max_new_tokens=96,
             **add_direction(direction, alpha, nla.layer, positions=pos),
         )
         named.append(read_explanation(run.texts[0]).names_next(target))

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 def chat(subject):
     """A toy chat of facts; ``words`` are its animals and places, each once."""
     words = ["cat", "house", "dog", "park", "fox", "river", "owl", "lake"]
-    facts = " ".join(f"the {a} is in the {p}." for a, p in zip(words[::2], words[1::2], strict=True))
+    facts = " ".join(
+        f"the {a} is in the {p}." for a, p in zip(words[::2], words[1::2], strict=True)
+    )
     return [{"role": "user", "content": facts}], words
 
 

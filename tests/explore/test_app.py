@@ -27,7 +27,9 @@ def test_state_holds_the_strip_baseline_and_fit(client, explorer, task):
     view = state["view"]
     assert view["live"] and view["name"] == "prompt" and state["views"] == ["prompt", "grid.csv"]
     tokens = [t["token"] for t in view["strip"]]
-    assert "".join(t for t in tokens if t != "<bos>").startswith(task.clean)  # pieces keep their spaces
+    assert "".join(t for t in tokens if t != "<bos>").startswith(
+        task.clean
+    )  # pieces keep their spaces
     assert [t["section"] for t in view["strip"]].count("reply") >= 1
     assert state["baseline"] == explorer.nla.baseline.label
     assert "fit check" in view["fit"]["message"] or "baseline" in view["fit"]["message"]
