@@ -19,57 +19,57 @@ def test_split_segments_units():
 
 
 @pytest.fixture(scope="module")
-def own_and_other(nla, toy_residuals):
-    """Greedy toy explanations of 6 residuals, and for each an explanation of another token."""
+def own(nla, toy_residuals):
+    """Greedy three-line toy explanations of 6 residuals of random text."""
     v, _ = toy_residuals
-    texts = [e.text for e in nla.explain(v[:12], max_new_tokens=TOKENS)]
-    pairs = [(texts[i], next(t for t in texts[6:] if t != texts[i])) for i in range(6)]
-    return v[:6], pairs
+    texts = [e.text for e in nla.explain(v[:6], max_new_tokens=TOKENS)]
+    assert all(len(t.splitlines()) == 3 for t in texts), texts
+    return v[:6], texts
+
+
+def _paraphrase(text: str) -> str:
+    """Another of the toy's phrasings of line 3 (the same content)."""
+    for a, b in (
+        ('the token "', 'token "'),
+        ('last piece "', 'token "'),
+        ('token "', 'the token "'),
+    ):
+        if a in text:
+            return text.replace(a, b, 1)
+    return text
 
 
 @pytest.mark.integration
-def test_prefix_scores_rise_where_the_informative_line_is_added(nla, own_and_other):
-    v, pairs = own_and_other
-    report = nla.faithfulness([f"{other}\n{own}" for own, other in pairs], v)
+def test_prefix_scores_of_three_line_explanations(nla, own):
+    """One prefix score per line; the last equals the score; the token line adds to line 1."""
+    v, texts = own
+    report = nla.faithfulness(texts, v)
     for row in report.rows:
-        assert len(row.segments) == 2
-        assert row.monotone and row.carrier == 1, row
-        assert row.prefix_scores[1] > row.prefix_scores[0] + 0.1
-        assert row.prefix_scores[-1] == pytest.approx(row.score, abs=1e-5)
+        assert len(row.segments) == 3 and len(row.prefix_scores) == 3
+        # the same text scored in another AR batch: equal to ~1e-2 (AR batching numerics)
+        assert row.prefix_scores[-1] == pytest.approx(row.score, abs=2e-2)
+        assert row.carrier in (0, 1, 2)
+        assert row.score > row.prefix_scores[0]  # the token line adds to line 1
     long = report.prefix_frame()
-    assert len(long) == 2 * len(v) and long.groupby("index")["carrier"].sum().eq(1).all()
+    assert len(long) == 3 * len(v) and long.groupby("index")["carrier"].sum().eq(1).all()
 
 
 @pytest.mark.integration
-def test_informative_last_line_carries_and_shuffle_lowers(nla, own_and_other):
-    """The toy AR reads the last line of an explanation most: with the vector's own line
-    last, the prefix scores rise at that line, and shuffling it to the front costs."""
-    v, pairs = own_and_other
-    report = nla.faithfulness([f"{other}\n{own}" for own, other in pairs], v, seed=1)
-    for row in report.rows:
-        assert row.carrier == 1  # the vector's own line carries the information
-        assert row.shuffled == "\n".join(reversed(row.segments))
-        assert row.shuffled_score is not None and row.shuffled_score < row.score - 0.2
-
-
-@pytest.mark.integration
-def test_single_line_explanations_prefix_equals_score_and_swap_lowers(nla, own_and_other):
-    v, pairs = own_and_other
-    own = [o for o, _ in pairs]
-    # the toy AR knows one phrasing, so the paraphrase only re-spaces it (same words)
-    report = nla.faithfulness(own, v, paraphrase=lambda t: t.replace(" : ", " :  "))
+def test_swap_costs_more_than_a_paraphrase(nla, own):
+    """Swapping a line for one of an unrelated explanation costs far more than rewording it
+    in another of the toy's phrasings (the AR reads meaning, not one template)."""
+    v, texts = own
+    report = nla.faithfulness(texts, v, paraphrase=_paraphrase)
     frame = report.to_frame()
     assert report.metric == "fve_nrm"
     for row in report.rows:
-        assert row.monotone and row.prefix_scores == pytest.approx((row.score,))
-        assert (
-            row.shuffled is None and row.shuffled_score is None
-        )  # one segment: nothing to shuffle
+        assert row.shuffled is not None and sorted(row.shuffled.splitlines()) == sorted(
+            row.segments
+        )
         assert row.swapped is not None and row.swapped != row.text
-        assert row.swapped_score < row.score - 0.2
-        assert row.paraphrased == row.text.replace(" : ", " :  ")
-    # the words swapped in from an unrelated explanation cost far more than the paraphrase
-    assert (frame["swap_drop"] > frame["paraphrase_drop"]).all()
+        assert row.paraphrased == _paraphrase(row.text) != row.text
+    assert frame["swap_drop"].mean() > frame["paraphrase_drop"].mean() + 0.1
+    assert frame["paraphrase_drop"].abs().max() < 0.2
     assert {
         "prefix_scores",
         "carrier_segment",
@@ -84,8 +84,12 @@ def test_single_line_explanations_prefix_equals_score_and_swap_lowers(nla, own_a
 def test_user_donors_and_explanation_objects(nla, toy_residuals):
     v, _ = toy_residuals
     exps = nla.explain(v[:3], max_new_tokens=TOKENS)
-    report = nla.faithfulness(exps, v[:3], donors=["token : zebra crossing"])
+    donor = 'random words\nno phrase\ntoken " zebra"; next could be any word'
+    report = nla.faithfulness(exps, v[:3], donors=[donor])
     assert [r.index for r in report.rows] == [0, 1, 2]
-    assert all(r.swapped == "token : zebra crossing" for r in report.rows)
+    assert all(
+        r.swapped is not None and set(r.swapped.splitlines()) & set(donor.splitlines())
+        for r in report.rows
+    )
     with pytest.raises(VectorError, match="vector rows"):
         nla.faithfulness(exps, v[:1])
