@@ -16,7 +16,7 @@ import pytest
 
 from tests.released import fetch as fx
 
-NAME = "qwen3"
+NAME = "qwen2_5"
 
 
 def tarball(path, files: dict[str, bytes]):
@@ -117,7 +117,7 @@ def test_a_cache_from_before_the_sums_is_kept_and_then_guarded(tmp_path, npm) ->
     assert (fx.fetch(NAME) / "tokenizer.json").read_bytes() == good["tokenizer.json"]
     assert linked.read_bytes() == b"{}"  # the repair replaced the file, never wrote through links
     assert cache_files(tmp_path) == [
-        "qwen3/SHA256SUMS",
-        "qwen3/SOURCE",
-        *(f"qwen3/{f}" for f in sorted(good)),
+        "qwen2_5/SHA256SUMS",
+        "qwen2_5/SOURCE",
+        *(f"qwen2_5/{f}" for f in sorted(good)),
     ]
