@@ -108,10 +108,7 @@ if not REAL:
         "the first fact's 'is' is read as fact 1, about the cat",
         (first.entity, first.fact) == ("cat", 1),
     )
-    expect(
-        "the last position is read as the question about the dog",
-        (answer.kind, answer.entity) == ("question", "dog"),
-    )
+    expect("the last position is read as the question", answer.kind == "question")
     expect("line 3 of the last position names the subject's answer, river", answer.next == "river")
 
 # %% [markdown]

@@ -72,15 +72,19 @@ def test_page_renders_coloured_cells_and_text(pages, name, tmp_path):
     assert dark(img) > 1500, f"{name}: no text in the screenshot"
 
 
-def test_patching_page_shows_the_legend_and_the_prompts(nla, subjects, prompts, tmp_path):
+def test_patching_page_shows_the_legend_and_the_prompts(nla, subjects, tmp_path):
     """The legend and the prompts are on screen: the page without them renders with
     clearly less text and colour, and the DOM Chromium builds holds both."""
-    clean, corrupt = prompts
     tok = subjects["tokenizer"]
-    text = [" ".join(tok.convert_ids_to_tokens(row[1:])) for row in (clean[0], corrupt[0])]
+    # words of the toy task (random pieces need not re-tokenize to the same length)
+    from nla_lens.toy import tasks
+
+    pair = tasks(1)[0]
+    text = [pair.clean, pair.corrupted]
     df = activation_patching(
         nla, subjects["hf"], text[0], text[1], layers=[0, 1], positions=[1, -1],
-        answer_tokens=(int(clean[0, -1]), int(corrupt[0, -1])), tokenizer=tok, max_new_tokens=16,
+        answer_tokens=(pair.clean_answer_id, pair.corrupted_answer_id), tokenizer=tok,
+        max_new_tokens=16,
     )  # fmt: skip
     page = patching_html(df)
     full = page.save(tmp_path / "full.html")
