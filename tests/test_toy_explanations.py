@@ -9,7 +9,7 @@ check) on text the build did not train on, printed against its goal (``pytest
   baseline: fve_nrm per position class, the token named, the subject's confident
   next token named, the sentence's animal named at ``is``;
 * sampling (k = 8, temperature 1): samples differ where the subject is unsure and
-  agree where it is sure (``hedge`` is reported: it does not follow these cases yet);
+  agree where it is sure, and ``hedge`` (with the toy's reader) follows both;
 * faithfulness: the cumulative prefix score rises to the whole explanation, and
   swapping in a line of an unrelated explanation lowers it;
 * held-out random text, against the generic baseline;
@@ -38,6 +38,8 @@ GOALS = {
     "animal named at 'is'": 0.7,
     "unsure: samples name >= 2 continuations": 0.6,
     "sure: samples agree": 0.9,
+    "unsure: hedge set": 0.6,
+    "sure: hedge not set": 0.9,
     "prefix score rises from line 1 to the whole": 0.8,
     "swapping in an unrelated line lowers the score": 0.9,
     "generic: token named": 0.8,
@@ -119,20 +121,30 @@ def test_sampling_differs_where_unsure_and_agrees_where_sure(pair, task_position
     assert len(unsure) >= 12 and len(sure) >= 12
     pick = torch.cat([unsure, sure])
     sampled = pair.explain_samples(
-        vectors[pick], samples=8, temperature=1.0, seed=0, progress=False
+        vectors[pick], samples=8, temperature=1.0, seed=0, progress=False, reader=read_explanation
     )
     firsts = [{read_explanation(e.text).next for e in v.samples} for v in sampled.vectors]
     n = len(unsure)
     differ = sum(len(f) >= 2 for f in firsts[:n]) / n
     agree = sum(len(f) == 1 for f in firsts[n:]) / len(sure)
     hedged_unsure = sum(v.hedge for v in sampled.vectors[:n]) / n
-    hedged_sure = sum(v.hedge for v in sampled.vectors[n:]) / len(sure)
-    # Reported, not yet a goal met: ``hedge`` (AR agreement of the samples) reacts to
-    # disagreement in line 1 (the facts a sample lists) far more than to the
-    # continuations of line 3, so it does not yet follow the subject's uncertainty.
-    print(f"\nhedge (not yet a goal): unsure {hedged_unsure:.2f}, sure {hedged_sure:.2f}")
+    unhedged_sure = sum(not v.hedge for v in sampled.vectors[n:]) / len(sure)
+    # Without a reader, agreement is the AR's: it hears line 1 (facts a sample lists)
+    # and barely the continuations, so it does not follow the subject's uncertainty.
+    rec = [v.reconstruction_agreement for v in sampled.vectors]
+    print(
+        f"\nreconstruction agreement (AR, not a goal; baseline {pair.baseline.label}): unsure "
+        f"{sum(rec[:n]) / n:.3f}, sure {sum(rec[n:]) / len(sure):.3f}"
+    )
+    assert sampled.agreement_metric == "reading"
+    assert all(v.readings is not None and len(v.readings) == 8 for v in sampled.vectors)
     _report(
-        {"unsure: samples name >= 2 continuations": differ, "sure: samples agree": agree},
+        {
+            "unsure: samples name >= 2 continuations": differ,
+            "sure: samples agree": agree,
+            "unsure: hedge set": hedged_unsure,
+            "sure: hedge not set": unhedged_sure,
+        },
         f"sampling, k = 8 at temperature 1 ({n} unsure and {len(sure)} sure positions):",
     )
 

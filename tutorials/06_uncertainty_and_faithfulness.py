@@ -71,48 +71,60 @@ pieces = [tok.decode([i]) for i in ids]
 # to name unsure ones as the subject would guess them, so its samples at
 # temperature 1 should agree at sure positions and differ at unsure ones.
 #
-# `agreement` is how well the samples' AR reconstructions predict one another
-# (on the fve_nrm scale; 1 when all say the same) and `hedge` is set when it
-# falls below `hedge_below`.
+# What the samples should agree on is the continuation they name. With
+# `reader=` (a function that finds the continuations in a text; the toy ships
+# `read_explanation`), `agreement` is the share of pairs of samples that name the
+# same first continuation, an estimate of how concentrated the AV's guess of the
+# next token is, and `hedge` is set when it falls below `hedge_below` (0.5: no
+# continuation holds most of the samples). `reconstruction_agreement` is the
+# other measure: how well the samples' AR reconstructions predict one another
+# (on the fve_nrm scale), which hears every difference in the words.
 
 # %%
+from nla_lens.toy import read_explanation
+
 sure = [i for i in range(1, len(ids)) if probs[i] > 0.9][:4]
 unsure = [i for i in range(1, len(ids)) if probs[i] < 0.5][:4]
 pick = sure + unsure
-sampled = nla.explain_samples(h[pick], samples=8, seed=0, max_new_tokens=MAX_NEW_TOKENS)
+reader = (
+    None if REAL else read_explanation
+)  # a released pair's explanations need a reader of their own
+sampled = nla.explain_samples(
+    h[pick], samples=8, seed=0, max_new_tokens=MAX_NEW_TOKENS, reader=reader
+)
 frame = sampled.to_frame()
 frame.insert(1, "token", [pieces[i] for i in pick])
 frame.insert(2, "subject_top_p", [round(float(probs[i]), 2) for i in pick])
 frame.insert(3, "case", ["sure"] * len(sure) + ["unsure"] * len(unsure))
-print(
-    frame[["token", "subject_top_p", "case", "agreement", "n_distinct", "hedge"]]
-    .round(3)
-    .to_string(index=False)
-)
+columns = ["token", "subject_top_p", "case", "agreement", "reconstruction_agreement", "hedge"]
+print(frame[columns].round(3).to_string(index=False))
 for i, v in zip(pick, sampled.vectors, strict=True):
     last_lines = sorted({e.text.splitlines()[-1] for e in v.samples})
     print(f"{pieces[i]!r:>10} ({float(probs[i]):.2f}): {' | '.join(last_lines)[:120]}")
 save_html(sampled._repr_html_(), "06_samples.html")
 if not REAL:
     n = len(sure)
-    from nla_lens.toy import read_explanation
-
     nexts = [{read_explanation(e.text).next for e in v.samples} for v in sampled.vectors]
     expect(
         "at every sure position the samples name one continuation",
         all(len(x) == 1 for x in nexts[:n]),
     )
     expect("at every unsure position they name several", all(len(x) > 1 for x in nexts[n:]))
+    hedged = [v.hedge for v in sampled.vectors]
+    expect("hedge is set at every unsure position", all(hedged[n:]))
+    expect("hedge is clear at every sure position", not any(hedged[:n]))
 
 # %% [markdown]
 # What to expect on the toy (checked above): at the sure positions the samples
-# name one continuation in their last line; at the unsure ones they name
-# several, as the subject itself would guess. `agreement` and `hedge` measure
-# something broader: how far the samples' AR reconstructions are apart. On the
-# toy that is driven mostly by line 1 (samples list the facts they read
-# differently), so `hedge` does not single out the unsure continuations here:
-# read the last lines for that. On Gemma-3-12B every sample differs in wording
-# (150 tokens at temperature 1), so `agreement`, not `n_distinct`, is the number.
+# name one continuation in their last line and `hedge` is clear (agreement 1, or
+# 0.75 when one of eight strays); at the unsure ones they name several, as the
+# subject itself would guess, and `hedge` is set (agreement well under 0.5).
+# `reconstruction_agreement` barely tells these cases apart: the AR hears line 1
+# (the facts a sample lists, which samples read differently) far more than which
+# animal the last line names. On Gemma-3-12B every sample differs in wording (150
+# tokens at temperature 1), so without a reader `agreement` (the AR's), not
+# `n_distinct`, is the number; a reader of your own makes it about the claim you
+# care about.
 #
 # Best-of-k keeps the sample the AR reconstructs best:
 

@@ -3,9 +3,18 @@
 :func:`sample_explanations` draws ``k`` explanations per vector at ``temperature > 0``
 in one batched AV call, reconstructs each distinct text once with the AR, and
 returns per vector: the samples with their scores, an ``agreement`` measure
-(how well the samples' reconstructions predict one another, on the ``fve_nrm``
-scale) and a ``hedge`` flag when they disagree. ``best`` is the sample the AR
-reconstructs best (best-of-k). :func:`bootstrap_delta` turns the per-sample
+and a ``hedge`` flag when they disagree. ``best`` is the sample the AR
+reconstructs best (best-of-k).
+
+Two kinds of agreement. Without a ``reader`` it is how well the samples' AR
+reconstructions predict one another (on the ``fve_nrm`` scale): it moves with any
+difference the AR hears, wording of the context included. With ``reader=`` (a
+function of a text returning the continuations it names, or an object with
+``.continuations``, e.g. ``nla_lens.toy.read_explanation``) it is the share of pairs
+of samples that name the same first continuation: an estimate of sum_w p(w)^2 over
+the AV's guesses of the next token, so ``hedge`` (below 0.5) flags vectors where no
+continuation holds most samples, i.e. where the explanations are unsure what comes
+next. The reconstruction agreement is kept beside it. :func:`bootstrap_delta` turns the per-sample
 scores of two sides into an interval, so an intervention's effect can be told
 from sampling noise (used by ``ExplainedRun.diff`` and activation patching).
 """
@@ -27,6 +36,7 @@ from ..core.pair import ExplainCache, NLAPair
 from ..core.sampling import Sampling
 from ..core.vectors import as_vector_batch
 from ..errors import SamplingError
+from .patching_metrics import Reader, read_continuations
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,6 +76,10 @@ class VectorSamples:
     words would get on the other's reconstruction); 1 when every sample says the
     same. Without a baseline it is the mean pairwise cosine. ``mode_share`` is the
     share of samples equal to the most common text.
+
+    Made with a ``reader``, ``readings`` holds each sample's first continuation (None
+    where the reader finds none) and ``agreement`` is the share of sample pairs whose
+    readings are equal; ``reconstruction_agreement`` is then the AR measure above.
     """
 
     index: int
@@ -73,6 +87,8 @@ class VectorSamples:
     agreement: float
     mode_share: float
     hedge: bool
+    readings: tuple[str | None, ...] | None = None
+    reconstruction_agreement: float | None = None
 
     @property
     def best(self) -> Explanation:
@@ -137,6 +153,8 @@ class SampledExplanations:
                     "mean_fve_nrm": sum(fve) / len(fve) if fve else None,
                     "min_fve_nrm": min(fve) if fve else None,
                     "agreement": v.agreement,
+                    "reconstruction_agreement": v.reconstruction_agreement,
+                    "readings": None if v.readings is None else list(v.readings),
                     "mode_share": v.mode_share,
                     "n_distinct": v.n_distinct,
                     "hedge": v.hedge,
@@ -174,7 +192,8 @@ class SampledExplanations:
             )
         return (
             f"<div><b>SampledExplanations</b>: {len(self)} vectors x {self.sampling.samples} samples "
-            f"(temperature {self.sampling.temperature:g}; hedge when agreement < {self.hedge_below:g})</div>"
+            f"(temperature {self.sampling.temperature:g}; hedge when {self.agreement_metric} agreement < "
+            f"{self.hedge_below:g})</div>"
             "<table><thead><tr><th>index</th><th>best</th><th>fve_nrm</th><th>agreement</th>"
             f"<th></th><th>other samples</th></tr></thead><tbody>{body}</tbody></table>"
         )
@@ -273,6 +292,7 @@ def sample_explanations(
     temperature: float | None = None,
     sampling: Sampling | None = None,
     hedge_below: float = DEFAULT_HEDGE_BELOW,
+    reader: Any = None,  # a Reader (checked below, with a message that says what it takes)
     progress: bool | None = None,
     cache: ExplainCache | None = None,
     **settings: Any,
@@ -281,7 +301,15 @@ def sample_explanations(
 
     The ``n * k`` decodes run in one batched AV call (reproducible with ``seed=``);
     every sample is scored through the AR, each distinct text reconstructed once.
+    ``reader`` (see the module docstring) makes ``agreement`` and ``hedge`` about the
+    continuations the samples name rather than everything the AR hears.
     """
+    if reader is not None and not callable(reader):
+        raise SamplingError(
+            f"reader={reader!r} must be a function of an explanation's text returning the "
+            "continuations it names (a word, a list of words, or an object with "
+            ".continuations), e.g. nla_lens.toy.read_explanation; or None."
+        )
     s = sampling_for_samples(sampling, samples=samples, temperature=temperature, **settings)
     v = as_vector_batch(vectors, nla.d_model)
     exps = nla.explain_rows(v, s, score=False, progress=progress, cache=cache)
@@ -298,10 +326,30 @@ def sample_explanations(
     groups = [tuple(exps[i * k : (i + 1) * k]) for i in range(v.shape[0])]
     texts = [[e.text for e in group] for group in groups]
     out = []
-    for i, (group, agreement) in enumerate(zip(groups, scorer.agreements(texts), strict=True)):
+    for i, (group, rec) in enumerate(zip(groups, scorer.agreements(texts), strict=True)):
         mode = max(texts[i].count(t) for t in set(texts[i])) / k
-        out.append(VectorSamples(i, group, agreement, mode, agreement < hedge_below))
-    return SampledExplanations(tuple(out), s, hedge_below, scorer.metric)
+        if reader is None:
+            out.append(VectorSamples(i, group, rec, mode, rec < hedge_below))
+            continue
+        readings = tuple(_first_continuation(reader, t) for t in texts[i])
+        agreement = _pair_share(readings)
+        out.append(VectorSamples(i, group, agreement, mode, agreement < hedge_below, readings, rec))
+    metric = scorer.metric if reader is None else "reading"
+    return SampledExplanations(tuple(out), s, hedge_below, metric)
+
+
+def _first_continuation(reader: Reader, text: str) -> str | None:
+    got = read_continuations(reader, text)
+    return got[0] if got else None
+
+
+def _pair_share(readings: Sequence[str | None]) -> float:
+    """The share of pairs of samples with equal readings (1 for one sample)."""
+    k = len(readings)
+    if k < 2:
+        return 1.0
+    same = sum(readings[a] == readings[b] for a in range(k) for b in range(a + 1, k))
+    return same / (k * (k - 1) / 2)
 
 
 def best_of_k(nla: NLAPair, vectors: Any, **kwargs: Any) -> list[Explanation]:

@@ -131,3 +131,33 @@ def test_agreements_in_one_pass_equal_one_group_at_a_time(nla):
     assert together[0] != pytest.approx(together[1])
     with pytest.raises(SamplingError, match="one size"):
         scorer.agreements([groups[0], groups[1][:2]])
+
+
+def test_pair_share_counts_pairs_that_read_alike():
+    from nla_lens.experiments.uncertainty import _pair_share
+
+    assert _pair_share(["in"] * 8) == 1.0
+    assert _pair_share(["a", "b", "c", "d"]) == 0.0
+    assert _pair_share(["a"] * 4 + ["b"] * 4) == pytest.approx(12 / 28)  # 2 * C(4, 2) of C(8, 2)
+    assert _pair_share(["a"]) == 1.0
+
+
+@pytest.mark.integration
+def test_reader_makes_hedge_about_the_continuations(nla, toy_residuals):
+    from nla_lens import toy
+
+    v = toy_residuals[0][:4]
+    with pytest.raises(SamplingError, match="reader=.*must be a function"):
+        nla.explain_samples(v, samples=2, reader="next")
+    got = nla.explain_samples(v, samples=4, seed=0, progress=False, reader=toy.read_explanation)
+    plain = nla.explain_samples(v, samples=4, seed=0, progress=False)
+    assert got.agreement_metric == "reading" and plain.agreement_metric in ("fve_nrm", "cos")
+    for a, b in zip(got.vectors, plain.vectors, strict=True):
+        assert a.texts == b.texts  # the same samples, read another way
+        assert a.reconstruction_agreement == pytest.approx(b.agreement)
+        want = [toy.read_explanation(t).continuations[:1] for t in a.texts]
+        assert list(a.readings) == [w[0] if w else None for w in want]
+        assert a.hedge == (a.agreement < got.hedge_below)
+    frame = got.to_frame()
+    assert {"readings", "reconstruction_agreement"} <= set(frame.columns)
+    assert "reading agreement" in got._repr_html_()
