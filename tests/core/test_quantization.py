@@ -141,6 +141,26 @@ def test_quantized_explanations_against_full_precision(nla, quantized, vectors, 
 
 
 @pytest.mark.integration
+def test_4bit_computes_at_the_load_dtype(quantized, vectors) -> None:
+    """NF4 weights, float32 matmuls: after a forward (when bitsandbytes would switch a CPU
+    with AVX512-BF16 to its bfloat16 kernel) each 4-bit layer gives exactly x @ W^T with
+    its dequantized weight W, computed in float32."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    q = quantized("4bit")
+    q.explain(vectors[:2], progress=False)
+    layers = [m for m in q.av.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.compute_dtype == torch.float32 for m in layers)
+    lin = layers[0]
+    assert not getattr(lin.weight.quant_state, "packing_format_for_cpu", False)
+    w = dequantize_4bit(lin.weight.data, lin.weight.quant_state)
+    x = torch.randn(3, lin.in_features)
+    with torch.inference_mode():
+        torch.testing.assert_close(lin(x), x @ w.float().T, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.integration
 def test_8bit_same_argmax_on_every_position(nla, quantized, vectors) -> None:
     """Teacher-forced with the full-precision greedy explanation after the injected AV
     prompt: at every decoding position (the prompt's last one on) int8 picks the token full
