@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError, DeviceError
-from .quantization import QuantScheme, check_quantized, quantization_config
+from .quantization import QuantScheme, check_quantized, keep_compute_dtype, quantization_config
 
 __all__ = [
     "CheckpointSource",
@@ -339,6 +339,7 @@ def load_causal_lm(
         ) from exc
     if quantization is not None:
         check_quantized(model, quantization, str(path))
+        keep_compute_dtype(model, dtype)
     return model
 
 

@@ -6,6 +6,12 @@ precision). The decoder's Linear weights are quantized through transformers'
 stay at the load dtype (so the AV's injected row is never quantized). These are the
 layouts :func:`nla_lens.plan` prices as ``int8`` and ``4bit``.
 
+4-bit is NF4 (one absmax per 64 weights, no double quantization) and computes at the
+load dtype (``bnb_4bit_compute_dtype``). On a CPU with AVX512-BF16, bitsandbytes would
+repack the weights for a fused kernel that casts activations and scales to bfloat16
+whatever that dtype is; :func:`keep_compute_dtype` turns that off unless the load dtype is
+bfloat16, so a float32 load computes in float32 on every CPU, as it does on CUDA.
+
 What a loaded model is quantized with is read back from its modules
 (:func:`quantization_of`), so a model quantized by hand is recorded as well, and every
 provenance, cache key and job fingerprint carries it: a quantized result never mixes
@@ -34,6 +40,7 @@ __all__ = [
     "QUANTIZATIONS",
     "QuantScheme",
     "check_quantized",
+    "keep_compute_dtype",
     "quantization_config",
     "quantization_of",
     "resolve_quantization",
@@ -183,6 +190,21 @@ def quantization_config(scheme: QuantScheme, dtype: torch.dtype) -> Any:
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
     )
+
+
+def keep_compute_dtype(model: Any, dtype: torch.dtype) -> int:
+    """Keep a 4-bit model's CPU matmuls at ``dtype``: bitsandbytes' AVX512-BF16 kernel
+    (taken at the first CPU forward when the CPU has the instructions) casts to bfloat16,
+    so unless ``dtype`` is bfloat16 it is switched off, layer by layer, before any forward.
+    Returns how many layers were switched."""
+    if dtype == torch.bfloat16:
+        return 0
+    switched = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            switched += 1
+    return switched
 
 
 def quantization_of(model: Any) -> str | None:

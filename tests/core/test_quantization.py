@@ -27,8 +27,11 @@ from nla_lens.subjects import as_subject
 
 #: held-out vectors explained per setting; the floors (issue 19) and score tolerances stated here
 N = 32
-# 4bit: the issue's goal is 0.7; measured on the three-line toy 0.69 (22 of 32 whole
-# explanations equal, in CI 2026-12-02): below the goal, kept at 0.65 so a regression shows.
+# 4bit: the issue's goal is 0.7, and it is not met. These 32 give 23 of 32 (0.72) since
+# 4-bit computes in float32 on every CPU (22 with bitsandbytes' bfloat16 CPU kernel), but on
+# 1,024 fresh held-out residuals (drawn as toy_residuals is, seeds 99 and 7) NF4 agrees on
+# 583 (0.57; int8 969, 0.95; torchao-int8 996, 0.97): 23 of 32 is a lucky draw, so the floor
+# stays at 0.65, a regression guard on this fixed sample, not a claim that the goal holds.
 AGREEMENT = {"int8": 0.9, "4bit": 0.65, "torchao-int8": 0.9}
 FVE_TOLERANCE = {"int8": 0.03, "4bit": 0.15, "torchao-int8": 0.03}
 
@@ -123,8 +126,8 @@ def test_quantized_explanations_against_full_precision(nla, quantized, vectors, 
     full_mem = weight_bytes(nla.av.model), weight_bytes(nla.ar.backbone)
     mem = weight_bytes(q.av.model), weight_bytes(q.ar.backbone)
     print(
-        f"\n{name}: greedy explanations equal to full precision on {agreement:.0%} of {N} held-out "
-        f"vectors (floor {AGREEMENT[name]:.0%}); on those, max |d fve_nrm| {dfve:.4f}, max |d cos| "
+        f"\n{name}: greedy explanations equal to full precision on {sum(same)} of {N} held-out "
+        f"vectors ({agreement:.0%}; floor {AGREEMENT[name]:.0%}); on those, max |d fve_nrm| {dfve:.4f}, max |d cos| "
         f"{dcos:.4f} (tolerance {FVE_TOLERANCE[name]}); weights AV {mem[0]:,} B (float32 "
         f"{full_mem[0]:,}), AR backbone {mem[1]:,} B (float32 {full_mem[1]:,})"
     )
@@ -138,6 +141,26 @@ def test_quantized_explanations_against_full_precision(nla, quantized, vectors, 
     assert "quantization" not in nla.provenance().identity()["av"]  # full-precision keys unchanged
     assert prov.identity_hash() != nla.provenance().identity_hash()
     assert f"av_quantization='{name}'" in repr(q)
+
+
+@pytest.mark.integration
+def test_4bit_computes_at_the_load_dtype(quantized, vectors) -> None:
+    """NF4 weights, float32 matmuls: after a forward (when bitsandbytes would switch a CPU
+    with AVX512-BF16 to its bfloat16 kernel) each 4-bit layer gives exactly x @ W^T with
+    its dequantized weight W, computed in float32."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    q = quantized("4bit")
+    q.explain(vectors[:2], progress=False)
+    layers = [m for m in q.av.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.compute_dtype == torch.float32 for m in layers)
+    lin = layers[0]
+    assert not getattr(lin.weight.quant_state, "packing_format_for_cpu", False)
+    w = dequantize_4bit(lin.weight.data, lin.weight.quant_state)
+    x = torch.randn(3, lin.in_features)
+    with torch.inference_mode():
+        torch.testing.assert_close(lin(x), x @ w.float().T, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.integration
