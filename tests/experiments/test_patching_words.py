@@ -119,9 +119,16 @@ def test_denoising_and_noising_agree_at_the_mechanism(place_frames):
 def test_only_the_words_tell_which_place_the_answer_moved_to(nla, subjects):
     """An entity corruption: the corrupted prompt asks about another animal of the same facts.
     KL (the metric without answer_tokens) says the answer changed, not to which place; the
-    readout explanation names the patched run's new answer."""
+    readout explanation names the patched run's new answer.
+
+    40 pairs (about 100 changed cells), so the figure does not hang on a handful of cells.
+    Expect a high share where the new answer is a place the prompt lists (the AV reads a
+    fact the residual carries), and a low one where a half-moved cell at layers 0-1 makes
+    the subject answer a place the prompt never mentions: the AV then tends to name a listed
+    place, not the stray one.
+    """
     model, tok = subjects["hf"], subjects["tokenizer"]
-    pairs = answered(model, tok, toy.tasks(10, corruption="entity"))
+    pairs = answered(model, tok, toy.tasks(40, corruption="entity"))
     assert len({t.corrupted_answer for t in pairs}) >= 4  # the new answers differ pair to pair
     df = activation_patching(
         nla, model, [t.clean for t in pairs], [t.corrupted for t in pairs],
@@ -134,17 +141,24 @@ def test_only_the_words_tell_which_place_the_answer_moved_to(nla, subjects):
         df.token[(df.position == df.readout_position - 3)].str.strip().isin(toy.recall.ENTITIES)
     )
     changed = df[df.answer.str.strip() != df.batch.map(lambda b: pairs[b].clean_answer)]
-    hit = sum(READ(r.readout_explanation).names_next(r.answer) for r in changed.itertuples())
+    named = [READ(r.readout_explanation).names_next(r.answer) for r in changed.itertuples()]
+    listed = [
+        r.answer.strip() in pairs[r.batch].clean.replace(".", " ").split()
+        for r in changed.itertuples()
+    ]
+    hit = sum(named)
+    in_prompt = [n for n, ok in zip(named, listed, strict=True) if ok]
+    stray = [n for n, ok in zip(named, listed, strict=True) if not ok]
     new = changed.answer.nunique()
     print(
         f"{len(changed)} cells change the answer (to {new} different places; KL alone cannot say "
-        f"which): the readout explanation names the new answer in {hit}/{len(changed)}"
+        f"which): the readout explanation names the new answer in {hit}/{len(changed)} = "
+        f"{hit / len(changed):.2f} (goal >= 0.70); {sum(in_prompt)}/{len(in_prompt)} where the "
+        f"new answer is a place the prompt lists, {sum(stray)}/{len(stray)} where it is not"
     )
     assert len(changed) >= len(pairs) and new >= 3
-    assert hit >= 0.65 * len(changed)  # toy v3, measured 19/28 = 0.68 (was >= 0.7 on the old toy)
-    assert (changed.readout_names_answer == [
-        READ(r.readout_explanation).names_next(r.answer) for r in changed.itertuples()
-    ]).all()  # fmt: skip
+    assert hit >= 0.7 * len(changed)
+    assert (changed.readout_names_answer == named).all()
 
 
 def test_answer_tokens_as_words_give_the_same_frame(nla, subjects):
