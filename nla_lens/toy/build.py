@@ -76,19 +76,13 @@ class BuildConfig:
     )
 
 
-#: Threads of the phases that run alone (subject training, measuring). A fixed count,
-#: never the machine's: CPU kernels split their work by thread count, so the bytes
-#: depend on it. The AV and the AR train at once, one thread each.
-SOLO_THREADS = 2
-
-
 @contextmanager
-def _deterministic(threads: int = 1) -> Iterator[None]:
-    """Deterministic kernels on a fixed number of threads: same bytes whatever the core
-    count, and no OpenMP spin-wait collapse when the cores are shared."""
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels on one thread: same bytes whatever the core count, and no
+    OpenMP spin-wait collapse when the cores are shared."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -105,7 +99,7 @@ def build_base(
     """Tokenizer, subject (trained on the toy task, random text and chats) and its
     multimodal twin; saved under ``out``."""
     cfg = cfg or BuildConfig(seed=seed)
-    with _deterministic(SOLO_THREADS):
+    with _deterministic():
         tokenizer = build_tokenizer()
         subject = build_subject(tokenizer, seed)
         corpus, queries = subject_corpus(
@@ -319,7 +313,7 @@ def measure(out: Path, cfg: BuildConfig | None = None) -> Quality:
     """Measure the checkpoints saved under ``out`` (as :func:`build` does after training)
     and write ``quality.json``."""
     cfg = cfg or BuildConfig()
-    with _deterministic(SOLO_THREADS):
+    with _deterministic():
         log.info("measuring the round trip on held-out residuals and the task")
         tokenizer, subject, av, ar, head, injection_scale, mse_scale = load_saved(out)
         prompt = av_prompt(tokenizer)

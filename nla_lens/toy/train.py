@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from .recipe import AVPrompt, inject, mse_nrm
+from .recipe import AVPrompt, inject, mse_nrm, reconstruct_ids
 from .residuals import Residuals, pad_batch
 from .subject import EXTRACTION_LAYER, MODEL_ID_KEY
 from .targets import Targets
@@ -184,43 +184,6 @@ def _forward_shared_prefix(model: Gemma3ForCausalLM, embeds: Tensor, n_shared: i
     return out.last_hidden_state
 
 
-#: Rows of a batch are sorted by length and run in this many slices, each padded to
-#: its own longest row (same loss: one mean over every target token of the batch).
-AV_BUCKETS = 2
-AR_BUCKETS = 2
-
-
-def _length_buckets(lengths: list[int], n: int) -> list[list[int]]:
-    """Row indices sorted by length (stable), cut into ``n`` slices of near-equal size."""
-    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
-    size = math.ceil(len(order) / n)
-    return [order[k : k + size] for k in range(0, len(order), size)]
-
-
-def _reconstruct_bucketed(
-    ar: Gemma3ForCausalLM, head: nn.Linear, prompts: list[list[int]]
-) -> Tensor:
-    """:func:`~nla_lens.toy.recipe.reconstruct_ids` for training: the template's shared
-    prefix runs once (see :func:`_forward_shared_prefix`) and rows run in length slices
-    (:data:`AR_BUCKETS`). Equal to it to float precision."""
-    n_shared = 0
-    shortest = min(len(p) for p in prompts)
-    while n_shared < shortest - 1 and all(p[n_shared] == prompts[0][n_shared] for p in prompts):
-        n_shared += 1
-    embed = ar.get_input_embeddings()
-    pred = torch.empty(len(prompts), head.out_features)
-    for part in _length_buckets([len(p) for p in prompts], AR_BUCKETS):
-        lengths = torch.tensor([len(prompts[j]) for j in part])
-        ids = torch.zeros(len(part), int(lengths.max()), dtype=torch.long)
-        for row, j in enumerate(part):
-            ids[row, : len(prompts[j])] = torch.tensor(prompts[j])
-        hidden = _forward_shared_prefix(ar, embed(ids), n_shared)
-        pred = pred.index_put(
-            (torch.tensor(part),), head(hidden[torch.arange(len(part)), lengths - 1 - n_shared])
-        )
-    return pred.float()
-
-
 def _mixture(data: Residuals, weights: dict[str, float]) -> tuple[list[Tensor], Tensor]:
     """Row pools by kind of text (``<bos>`` rows count as random text) and the chance of
     drawing from each."""
@@ -289,37 +252,26 @@ def train_av(
     for step in bar:
         idx = _draw_rows(pools, chance, cfg.batch_size, gen)
         rows = [targets.av_ids(data, int(i), gen) for i in idx]
-        logits, tgt = [], []
-        buckets = _length_buckets([len(r) for r in rows], AV_BUCKETS)
-        for part in buckets:
-            width = max(len(rows[j]) for j in part)
-            t = torch.tensor([[*rows[j], *[-100] * (width - len(rows[j]))] for j in part])
-            inputs = t.masked_fill(t == -100, pad)
-            embeds = torch.cat(
-                [
-                    inject(av, prompt, data.vectors[idx[part]], injection_scale),
-                    embed(inputs[:, :-1]),
-                ],
-                dim=1,
-            )
-            hidden = _forward_shared_prefix(av, embeds, prompt.position)[
-                :, n_prompt - 1 - prompt.position :
-            ]
-            real = t != -100  # logits at the target tokens only: padding costs no head
-            logits.append(av.lm_head(hidden[real]))
-            tgt.append(t[real])
-        flat_logits, flat_tgt = torch.cat(logits), torch.cat(tgt)
-        loss = nn.functional.cross_entropy(flat_logits, flat_tgt)
+        width = max(len(r) for r in rows)
+        tgt = torch.tensor([[*r, *[-100] * (width - len(r))] for r in rows])
+        inputs = tgt.masked_fill(tgt == -100, pad)
+        embeds = torch.cat(
+            [inject(av, prompt, data.vectors[idx], injection_scale), embed(inputs[:, :-1])], dim=1
+        )
+        hidden = _forward_shared_prefix(av, embeds, prompt.position)[
+            :, n_prompt - 1 - prompt.position :
+        ]
+        logits = av.lm_head(hidden)
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(av.parameters(), 1.0)
         opt.step()
         sched.step()
-        wrong = (flat_logits.argmax(-1) != flat_tgt).float()
-        sizes = torch.tensor([len(rows[j]) for part in buckets for j in part])
-        row_of = torch.repeat_interleave(torch.arange(len(rows)), sizes)  # in bucket order
-        all_right = torch.zeros(len(rows)).index_add_(0, row_of, wrong) == 0
-        acc = 0.9 * acc + 0.1 * float(all_right.float().mean())
+        right = (logits.argmax(-1) == tgt) | (tgt == -100)
+        acc = 0.9 * acc + 0.1 * float(right.all(-1).float().mean())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
             log.debug("AV step %d loss %.4f acc %.3f", step, loss.item(), acc)
@@ -373,7 +325,7 @@ def train_ar(
             ]
             idx = torch.cat([idx, torch.tensor(extra)])
             texts += [targets.next_only_text(data, i, gen) for i in extra]
-        pred = _reconstruct_bucketed(ar, head, [targets.ar_prompt(t) for t in texts])
+        pred = reconstruct_ids(ar, head, [targets.ar_prompt(t) for t in texts])
         # continuation-only rows (steering descriptions) weigh as an average row
         w = torch.cat([weights[idx[: len(idx) - n_drop]], torch.ones(n_drop)])
         loss = (mse_nrm(pred, data.vectors[idx], mse_scale) * w).mean()
