@@ -149,9 +149,13 @@ class LocalDecodeStream:
             "position_ids": positions[:, cached:],
         }
         last_pos = positions[:, -1:]
+        limit = shared_prefix.window(model) if cascade else None
         for _ in range(params.max_new_tokens):
             if self._closed or not rows:
                 return
+            if limit is not None and cache.get_seq_length() + _length(step_in) > limit:
+                with torch.inference_mode():  # past the window: the model's own attention
+                    cache, cascade, limit = shared_prefix.to_plain(cache, model.config), False, None
             with (
                 torch.inference_mode(),
                 shared_prefix.active(model, cache) if cascade else nullcontext(),
@@ -230,6 +234,12 @@ class LocalDecodeStream:
             return ""
         text: str = self.backend.tokenizer.decode(ids, skip_special_tokens=True)
         return text.rstrip("\ufffd")  # an incomplete multi-byte character waits for its last token
+
+
+def _length(step_in: dict[str, Tensor]) -> int:
+    """Tokens a step feeds the model."""
+    x = step_in.get("inputs_embeds", step_in.get("input_ids"))
+    return 0 if x is None else int(x.shape[1])
 
 
 def _logits_to_keep(model: Any) -> dict[str, int]:

@@ -108,7 +108,9 @@ class LocalBackend:
         before the marker is prefilled once per batch, and identical prompts (the
         ``samples`` rows of one vector) have their tails prefilled once. Where the
         model allows it (:mod:`.shared_prefix`) the prefix is also *kept* once and
-        attended to by all rows together; otherwise its cache is repeated per row.
+        attended to by all rows together (while the sequence fits the model's sliding
+        window: the decode loop converts the cache to a plain one when it grows past, so
+        ``max_new_tokens`` does not decide it); otherwise its cache is repeated per row.
         Returns ``(cache, cascade)`` or ``None`` when nothing is shared.
         """
         n, t, _ = embeds.shape
@@ -123,7 +125,7 @@ class LocalBackend:
 
         cache = DynamicCache(config=self.model.config)
         self.model(inputs_embeds=embeds[:1, :prefix], past_key_values=cache, use_cache=True)
-        if not shared_prefix.supports(self.model, t + max_new_tokens):
+        if not shared_prefix.supports(self.model, t):  # the decode loop leaves it at the window
             cache.batch_repeat_interleave(n)
             return cache, False
         layers = [(getattr(la, "keys", None), getattr(la, "values", None)) for la in cache.layers]

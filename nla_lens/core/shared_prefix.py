@@ -14,7 +14,8 @@ duplicates, so the ``k`` samples of a vector share one prefill.
 It is exact attention, only reordered: a softmax over the concatenated
 prefix and tail scores. Used only where it is exact for the model: prompts
 without padding, architectures whose attention is plain scaled dot product
-(optionally soft-capped), and sequences that fit inside every sliding window.
+(optionally soft-capped), and sequences that fit inside every sliding window: a
+decode that grows past one goes on from a plain cache (:func:`to_plain`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["ATTENTION_NAME", "SUPPORTED_MODEL_TYPES", "active", "shared_prefix_cache", "supports"]
+__all__ = [
+    "ATTENTION_NAME", "SUPPORTED_MODEL_TYPES", "active", "shared_prefix_cache", "supports",
+    "to_plain", "window",
+]  # fmt: skip
 
 #: The name the attention function is registered under in transformers' AttentionInterface.
 ATTENTION_NAME = "nla_shared_prefix"
@@ -38,6 +42,34 @@ ATTENTION_NAME = "nla_shared_prefix"
 SUPPORTED_MODEL_TYPES = frozenset({"gemma2", "gemma3_text", "llama", "mistral", "qwen2", "qwen3"})
 
 _registered = False
+
+
+def window(model: Any) -> int | None:
+    """The sliding window of ``model``'s sliding layers (None if no layer slides): shared-prefix
+    attention is exact while a sequence holds at most this many tokens."""
+    config = getattr(model, "config", None)
+    size = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or []
+    if size is None or (types and "sliding_attention" not in types):
+        return None
+    return int(size)
+
+
+def to_plain(cache: Any, config: Any) -> Any:
+    """The same keys and values as a plain transformers ``DynamicCache`` (the prefix repeated
+    per row), for decoding on with the model's own attention: past a sliding window, where
+    shared-prefix attention is no longer exact."""
+    from transformers import DynamicCache
+
+    plain = DynamicCache(config=config)
+    for i, layer in enumerate(cache._layers):
+        keys, values = layer.prefix_keys, layer.prefix_values
+        if layer.keys is not None and layer.values is not None:
+            n = layer.keys.shape[0]
+            keys = torch.cat([keys.expand(n, -1, -1, -1), layer.keys], dim=-2)
+            values = torch.cat([values.expand(n, -1, -1, -1), layer.values], dim=-2)
+        plain.update(keys.contiguous(), values.contiguous(), i)
+    return plain
 
 
 def supports(model: Any, total_length: int) -> bool:
@@ -54,10 +86,8 @@ def supports(model: Any, total_length: int) -> bool:
         getattr(m, "config", config) is not config for m in model.modules()
     ):  # a layer reading another config would not see the switch of attention
         return False
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None) or []
-    sliding = window is not None and (not types or "sliding_attention" in types)
-    return not (sliding and total_length > int(window or 0))
+    size = window(model)
+    return size is None or total_length <= size
 
 
 class _Layer:

@@ -212,6 +212,7 @@ class _Stream:
         self.pending: list[_Pending] = []  # completed mid-decode, to score in batches
         self.last: list[_Pending] = []  # each row's last segment: scored with the row at the end
         self.waited = 0
+        self.chunk = (0, 0)  # the rows of the batch being decoded
         self.finished: dict[int, Explanation] = {}  # rows that ended on their own, unscored
         self.provenance = pair.provenance(sampling)
         self.score = pair.ar is not None
@@ -298,9 +299,11 @@ class _Stream:
             self.waited = 0
             return [], []
         self.waited += 1
-        running = sum(not r.cancelled for r in self.rows)
-        if not force and self.waited < SCORE_WAIT_STEPS and len(self.pending) * 2 < running:
-            return [], []
+        if not force and self.waited < SCORE_WAIT_STEPS:
+            waiting = {x[0] for x in self.pending}
+            running = [r for r in range(*self.chunk) if not self.rows[r].cancelled]
+            if any(r not in waiting for r in running):
+                return [], []  # a running row may complete a segment soon: score them together
         batch, self.pending, self.waited = self.pending, [], 0
         events: list[StreamEvent] = []
         cancel: list[int] = []
@@ -384,6 +387,7 @@ class _Stream:
 
     def _chunk(self, decode: DecodeStream, start: int) -> Iterator[StreamEvent]:
         size = min(self.sampling.batch_size, self.total - start)
+        self.chunk = (start, start + size)
         for updates in self._updates(decode, start, size):
             for u in updates:
                 row = start + u.row

@@ -127,6 +127,41 @@ def test_falls_back_past_a_sliding_window(toy):
     ]
 
 
+@pytest.mark.parametrize(
+    ("model_type", "extra"),
+    [("mistral", {}), ("gemma3_text", {"query_pre_attn_scalar": 8})],
+)
+def test_a_decode_that_grows_past_the_window_goes_on_exactly(model_type, extra, toy, monkeypatch):
+    """The prompt fits the window, the decode does not: shared-prefix attention while it is
+    exact, then the plain cache (converted once, at the window), the plain decode's tokens."""
+    from nla_lens.core.loading import load_tokenizer
+
+    tok = load_tokenizer(toy.av)
+    model = tiny_model(model_type, len(tok), sliding_window=20, **extra)
+    embeds = shared_batch(model.config.hidden_size)  # 16 prompt tokens
+    assert shared_prefix.supports(model, embeds.shape[1])
+    calls = []
+    to_plain = shared_prefix.to_plain
+
+    def spy(cache, config):
+        calls.append(cache.get_seq_length())
+        return to_plain(cache, config)
+
+    monkeypatch.setattr(shared_prefix, "to_plain", spy)
+    shared = LocalBackend(model, tok, share_prefix=True)
+    plain = LocalBackend(model, tok, share_prefix=False)
+    for params in (
+        Sampling(max_new_tokens=12),
+        Sampling(temperature=1.0, max_new_tokens=12, seed=4),
+    ):
+        calls.clear()
+        a = [o.token_ids for o in shared.generate(embeds, params)]
+        b = [o.token_ids for o in plain.generate(embeds, params)]
+        assert a == b
+        assert max(len(ids) for ids in a) >= 6  # a row ran past token 20 of the sequence
+        assert calls == [20], calls  # converted once, with the window full
+
+
 def test_a_model_that_cannot_switch_attention_is_not_routed(toy, monkeypatch):
     from nla_lens.core.loading import load_tokenizer
 
