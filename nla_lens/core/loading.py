@@ -278,7 +278,14 @@ def load_tokenizer(path: Path) -> Any:
     if shared is not None:
         return shared
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        if _declares_generic_fast(path):
+            # transformers 5 may swap in the class of config.json's model_type (Qwen2Tokenizer
+            # for a qwen2 config), rebuilt without the tokenizer.json the checkpoint declares.
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+        else:
+            tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises OSError, ValueError, JSON and Rust errors
         raise CheckpointError(
             f"{path}: cannot load the tokenizer ({type(exc).__name__}: {exc}). The tokenizer files "
@@ -288,6 +295,19 @@ def load_tokenizer(path: Path) -> Any:
     with contextlib.suppress(TypeError):  # a tokenizer class that refuses weak references
         _TOKENIZERS[key] = tok
     return tok
+
+
+def _declares_generic_fast(path: Path) -> bool:
+    """Whether the checkpoint's tokenizer_config.json names the generic fast class and
+    ships the tokenizer.json it reads."""
+    config = path / "tokenizer_config.json"
+    if not (path / "tokenizer.json").is_file() or not config.is_file():
+        return False
+    try:
+        declared = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False  # AutoTokenizer reports the broken file
+    return declared == "PreTrainedTokenizerFast"
 
 
 def shared_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
