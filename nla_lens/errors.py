@@ -169,7 +169,7 @@ class QuantizationError(NLAError):
 
 
 class UnknownQuantizationError(QuantizationError, ValueError):
-    """``quantization=`` is not one of the names nla_lens loads (``"int8"``, ``"4bit"``,
+    """``quantization=`` is not one of the names nla_lens loads (``"int8"``, ``"4bit"``, ``"nf4"``,
     ``"torchao-int8"``; ``None`` or ``"none"`` for full precision)."""
 
 

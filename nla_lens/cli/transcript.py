@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
     q = p.add_argument_group("quantized loading (extra 'quant'; see `nla-lens plan`)")
     q.add_argument(
         "--quantization", default=None,
-        help="AV and AR: int8 | 4bit | torchao-int8 (default: none, full precision)",
+        help="AV and AR: int8 | 4bit | nf4 | torchao-int8 (default: none, full precision)",
     )  # fmt: skip
     q.add_argument("--ar-quantization", default=None, help="the AR's, if not --quantization's")
     q.add_argument("--subject-quantization", default=None, help="the subject's (default: none)")

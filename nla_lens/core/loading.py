@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError, DeviceError
-from .quantization import QuantScheme, check_quantized, keep_compute_dtype, quantization_config
+from .quantization import (
+    QuantScheme,
+    check_quantized,
+    finish_quantization,
+    keep_compute_dtype,
+    quantization_config,
+)
 
 __all__ = [
     "CheckpointSource",
@@ -358,6 +364,7 @@ def load_causal_lm(
             f"checkpoint (check free disk space first).{how}"
         ) from exc
     if quantization is not None:
+        finish_quantization(model, quantization)
         check_quantized(model, quantization, str(path))
         keep_compute_dtype(model, dtype)
     return model

@@ -163,7 +163,7 @@ class NLAPair:
     ) -> P:
         """Load a pair from local directories or hub ids.
 
-        ``quantization="int8" | "4bit" | "torchao-int8"`` loads AV and AR quantized
+        ``quantization="int8" | "4bit" | "nf4" | "torchao-int8"`` loads AV and AR quantized
         (``nla-lens[quant]``; ``nla_lens.plan`` says which fits); ``ar_quantization``
         sets the AR's apart (default: as the AV; ``"none"`` for full precision). Both are
         recorded in every result's provenance, cache key and job fingerprint.

@@ -9,9 +9,11 @@ for a batch of explanations comes on top. What is counted:
 - AV: the text decoder and LM head (a multimodal wrapper's vision tower is dropped);
 - AR: the K+1 decoder blocks and the ``d x d`` value head (no LM head, no final norm).
 
-Quantized bytes follow how bitsandbytes quantizes through transformers: the Linear weights of
-the decoder blocks at 1 byte (int8, plus a float32 scale per output row) or half a byte (4-bit
-NF4, plus a float32 scale per 64 weights); embeddings, LM head, norms and biases stay bf16.
+Quantized bytes follow how nla_lens quantizes (:mod:`nla_lens.core.quantization`): the Linear
+weights of the decoder blocks at 1 byte (``int8``, plus a float32 scale per output row) or
+half a byte (``nf4``, plus a float32 scale per 64 weights); ``4bit`` is NF4 except the
+``v_proj`` and ``down_proj`` weights, at int8. Embeddings, LM head, norms and biases stay bf16.
+The combinations tried are of bf16, int8 and 4bit; the table also prices ``nf4``.
 Activations and the CUDA context are not counted: ``reserve`` (10% by default) is kept free.
 """
 
@@ -30,10 +32,20 @@ from typing import Any, Literal, SupportsFloat, SupportsIndex
 
 from ..errors import CheckpointError, DeviceError, NLAError
 
-__all__ = ["PRECISIONS", "MemoryPlan", "ModelMemory", "count_model", "parse_bytes", "plan"]
+__all__ = [
+    "COLUMNS",
+    "PRECISIONS",
+    "MemoryPlan",
+    "ModelMemory",
+    "count_model",
+    "parse_bytes",
+    "plan",
+]
 
-Precision = Literal["bf16", "int8", "4bit"]
+Precision = Literal["bf16", "int8", "4bit", "nf4"]
+#: The precisions the plan combines (``nf4``, smaller and less faithful, is priced in the table).
 PRECISIONS: tuple[Precision, ...] = ("bf16", "int8", "4bit")
+COLUMNS: tuple[Precision, ...] = (*PRECISIONS, "nf4")
 Role = Literal["subject", "av", "ar"]
 GB = 10**9
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -70,14 +82,20 @@ class ModelMemory:
     quantizable: int  # of which Linear weights of the decoder blocks
     quant_rows: int  # output rows of those Linears (int8 keeps one float32 scale each)
     kv_bytes_per_token: int  # bf16 K and V over all layers, per token of one sequence (AV only)
+    kept: int = 0  # of the quantizable, the v_proj / down_proj weights "4bit" keeps at int8
+    kept_rows: int = 0  # their output rows
 
     def bytes(self, precision: Precision) -> int:
         rest = 2 * (self.params - self.quantizable)
+        int8 = lambda n, rows: n + 4 * rows  # noqa: E731
+        nf4 = lambda n: n // 2 + 4 * math.ceil(n / 64)  # noqa: E731
         if precision == "bf16":
             return 2 * self.params
         if precision == "int8":
-            return rest + self.quantizable + 4 * self.quant_rows
-        return rest + self.quantizable // 2 + 4 * math.ceil(self.quantizable / 64)
+            return rest + int8(self.quantizable, self.quant_rows)
+        if precision == "nf4":
+            return rest + nf4(self.quantizable)
+        return rest + nf4(self.quantizable - self.kept) + int8(self.kept, self.kept_rows)
 
 
 @dataclass(frozen=True)
@@ -108,14 +126,14 @@ class MemoryPlan:
     def best(self) -> tuple[Precision, ...] | None:
         """The most precise combination that fits (fewest quantized bytes lost), or None."""
         fitting = [c for c, _, ok in self.combinations if ok]
-        rank = {"bf16": 0, "int8": 1, "4bit": 2}
+        rank = {"bf16": 0, "int8": 1, "4bit": 2, "nf4": 3}
         return min(fitting, key=lambda c: (sum(rank[p] for p in c), c), default=None)
 
     def to_text(self) -> str:
         g = lambda b: f"{b / GB:8.2f} GB"  # noqa: E731
-        lines = [f"{'model':<9} {'params':>15}  " + "  ".join(f"{p:>11}" for p in PRECISIONS)]
+        lines = [f"{'model':<9} {'params':>15}  " + "  ".join(f"{p:>11}" for p in COLUMNS)]
         for m in self.models:
-            row = "  ".join(g(m.bytes(p)) for p in PRECISIONS)
+            row = "  ".join(g(m.bytes(p)) for p in COLUMNS)
             lines.append(f"{m.role:<9} {m.params:>15,}  {row}   {m.name}")
         lines.append(
             f"AV KV cache (bf16) for {self.batch} explanations of {self.sequence_tokens} tokens: "
@@ -139,8 +157,8 @@ class MemoryPlan:
 
     def load_code(self, precisions: tuple[Precision, ...]) -> str:
         """The calls that load ``precisions`` (one per model, in :attr:`models` order):
-        bf16 is ``quantization=None``, int8 and 4bit the bitsandbytes ``"int8"`` and
-        ``"4bit"`` (``"torchao-int8"`` is priced as int8 too)."""
+        bf16 is ``quantization=None``, the others the names of the same spelling
+        (``"torchao-int8"`` is priced as int8 too)."""
         q = {
             m.role: (None if p == "bf16" else p)
             for m, p in zip(self.models, precisions, strict=True)
@@ -161,19 +179,24 @@ class MemoryPlan:
         return f"<pre>{html.escape(self.to_text())}</pre>"
 
 
-def _unique_params(model: Any) -> tuple[int, int, int]:
-    """(all parameters, Linear weights inside the decoder blocks, their output rows)."""
+def _unique_params(model: Any) -> tuple[int, int, int, int, int]:
+    """(all parameters, Linear weights inside the decoder blocks, their output rows, and of
+    those the weights and rows of the layers "4bit" keeps at int8)."""
     from torch import nn
 
     from .arch import decoder_layers
+    from .quantization import KEPT_INT8
 
     total = sum(p.numel() for p in model.parameters())
-    quant = rows = 0
-    for mod in decoder_layers(model).modules():
+    quant = rows = kept = kept_rows = 0
+    for name, mod in decoder_layers(model).named_modules():
         if isinstance(mod, nn.Linear):
             quant += mod.weight.numel()
             rows += mod.weight.shape[0]
-    return total, quant, rows
+            if name.rsplit(".", 1)[-1] in KEPT_INT8:
+                kept += mod.weight.numel()
+                kept_rows += mod.weight.shape[0]
+    return total, quant, rows, kept, kept_rows
 
 
 def count_model(config: Any, role: Role, name: str = "") -> ModelMemory:
@@ -188,7 +211,7 @@ def count_model(config: Any, role: Role, name: str = "") -> ModelMemory:
         model = transformers.AutoModelForCausalLM.from_config(config)
     tc = text_config(config)
     d = int(tc.hidden_size)
-    total, quant, rows = _unique_params(model)
+    total, quant, rows, kept, kept_rows = _unique_params(model)
     if role != "subject":  # decoder + LM head only: a multimodal wrapper's vision tower stays off
         lm_head = model.get_output_embeddings()
         params = {id(p): p for p in text_model(model).parameters()}
@@ -206,7 +229,7 @@ def count_model(config: Any, role: Role, name: str = "") -> ModelMemory:
             total -= head.weight.numel()
         total += d * d  # value_head
         total -= d  # the final norm becomes the identity
-    return ModelMemory(role, name, total, quant, rows, kv)
+    return ModelMemory(role, name, total, quant, rows, kv, kept, kept_rows)
 
 
 _SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -276,7 +299,7 @@ def plan(
     prompt_tokens: SupportsIndex = 110,
     reserve: float = 0.1,
 ) -> MemoryPlan:
-    """The memory plan of a pair (and a subject): bytes at bf16 / int8 / 4-bit, the AV's KV
+    """The memory plan of a pair (and a subject): bytes at bf16 / int8 / 4bit (and nf4), the AV's KV
     cache for ``batch`` explanations of ``prompt_tokens + explanation_tokens`` tokens, and
     which combinations fit ``gpu_memory``. Reads configs only; loads no weights.
 

@@ -80,7 +80,7 @@ class Reconstructor:
     ) -> Reconstructor:
         """Load an AR from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-ar``).
 
-        ``quantization="int8" | "4bit" | "torchao-int8"`` loads the backbone's Linear weights
+        ``quantization="int8" | "4bit" | "nf4" | "torchao-int8"`` loads the backbone's Linear weights
         quantized (needs ``nla-lens[quant]``); the value head stays at ``dtype``.
         """
         ck = open_checkpoint(

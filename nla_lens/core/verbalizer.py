@@ -90,7 +90,7 @@ class Verbalizer:
     ) -> Verbalizer:
         """Load an AV from a local directory or a hub id (e.g. ``kitft/nla-gemma3-12b-L32-av``).
 
-        ``quantization="int8" | "4bit" | "torchao-int8"`` loads the decoder's Linear weights
+        ``quantization="int8" | "4bit" | "nf4" | "torchao-int8"`` loads the decoder's Linear weights
         quantized (:mod:`nla_lens.core.quantization`; needs ``nla-lens[quant]``).
         """
         if backend is not None and resolve_quantization(quantization) is not None:

@@ -24,7 +24,7 @@ def load_subject(
 ) -> Any:
     """A Hugging Face subject model in eval mode on ``device`` (CUDA when available).
 
-    ``quantization="int8" | "4bit" | "torchao-int8"`` loads its Linear weights quantized
+    ``quantization="int8" | "4bit" | "nf4" | "torchao-int8"`` loads its Linear weights quantized
     (``nla-lens[quant]``; :func:`nla_lens.plan` says what fits). Its residuals then differ a
     little from the full model's; :class:`~nla_lens.subjects.SubjectInfo` and transcripts
     say so. The tokenizer: :func:`nla_lens.core.loading.shared_tokenizer` (one parse shared

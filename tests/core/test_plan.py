@@ -83,7 +83,11 @@ def test_gemma3_12b_counts_by_hand(dirs) -> None:
     assert ar.params == gemma_text_by_hand(33) - 3840 + 3840 * 3840  # no final norm; value head
     assert subject.params == 12_187_325_040  # gemma-3-12b-it's safetensors index: 12.19B
     assert av.bytes("bf16") == 2 * av.params
-    assert av.bytes("4bit") < av.bytes("int8") < av.bytes("bf16")
+    assert av.bytes("nf4") < av.bytes("4bit") < av.bytes("int8") < av.bytes("bf16")
+    # "4bit" keeps v_proj (3840 -> 8 x 256) and down_proj (15360 -> 3840) at int8, by hand
+    assert (av.kept, av.kept_rows) == (48 * (3840 * 2048 + 15360 * 3840), 48 * (2048 + 3840))
+    nf4_kept = av.kept // 2 + 4 * (av.kept // 64)  # what NF4 would have stored for them
+    assert av.bytes("4bit") - av.bytes("nf4") == av.kept + 4 * av.kept_rows - nf4_kept
     # KV: 48 layers x 8 heads x 256 x (K and V) x 2 bytes per token
     assert av.kv_bytes_per_token == 48 * 8 * 256 * 2 * 2
     assert p.kv_cache == av.kv_bytes_per_token * 64 * 310

@@ -25,30 +25,40 @@ from nla_lens.errors import (
 from nla_lens.serving.cache import checkpoint_identity
 from nla_lens.subjects import as_subject
 
-#: held-out vectors explained per setting; the floors (issue 19) and score tolerances stated here
+#: held-out vectors explained per setting for the checks of every scheme (provenance, memory,
+#: score tolerances); the issue's agreement goals are measured on N_GOAL fresh ones below
 N = 32
-# 4bit: the issue's goal is 0.7, and it is not met. These 32 give 23 of 32 (0.72) since
-# 4-bit computes in float32 on every CPU (22 with bitsandbytes' bfloat16 CPU kernel), but on
-# 1,024 fresh held-out residuals (drawn as toy_residuals is, seeds 99 and 7) NF4 agrees on
-# 583 (0.57; int8 969, 0.95; torchao-int8 996, 0.97): 23 of 32 is a lucky draw, so the floor
-# stays at 0.65, a regression guard on this fixed sample, not a claim that the goal holds.
-AGREEMENT = {"int8": 0.9, "4bit": 0.65, "torchao-int8": 0.9}
-FVE_TOLERANCE = {"int8": 0.03, "4bit": 0.15, "torchao-int8": 0.03}
+N_GOAL = 256
+#: issue 19's goals: greedy explanations equal to full precision on >= 90% (8-bit) and >= 70%
+#: (4-bit) of held-out vectors. "nf4" (every Linear NF4) has no goal: 0.57 of 1,024 fresh
+#: residuals, so its floor is a regression guard. On the 32 the floors are the same.
+AGREEMENT = {"int8": 0.9, "4bit": 0.7, "nf4": 0.5, "torchao-int8": 0.9}
+FVE_TOLERANCE = {"int8": 0.03, "4bit": 0.15, "nf4": 0.2, "torchao-int8": 0.03}
 
 
 # ---- names, backends, devices (no model loaded) -------------------------------------------
 def test_names() -> None:
     assert resolve_quantization(None) is None and resolve_quantization("none") is None
     assert resolve_quantization("INT8").name == "int8"  # type: ignore[union-attr]
-    assert resolve_quantization("nf4").name == "4bit"  # type: ignore[union-attr]
+    assert resolve_quantization("NF4").name == "nf4"  # type: ignore[union-attr]
+    assert resolve_quantization("4bit").kept_int8 == ("v_proj", "down_proj")  # type: ignore[union-attr]
+    assert resolve_quantization("4bit").backends == ("bitsandbytes", "torchao")  # type: ignore[union-attr]
     for bad in ("int3", "gptq", 8):
-        with pytest.raises(UnknownQuantizationError, match="'int8'.*'4bit'.*'torchao-int8'") as e:
+        with pytest.raises(
+            UnknownQuantizationError, match="'int8'.*'4bit'.*'nf4'.*'torchao-int8'"
+        ) as e:
             resolve_quantization(bad)  # type: ignore[arg-type]
         assert isinstance(e.value, (NLAError, QuantizationError, ValueError))
 
 
 @pytest.mark.parametrize(
-    ("name", "package"), [("4bit", "bitsandbytes"), ("torchao-int8", "torchao")]
+    ("name", "package"),
+    [
+        ("4bit", "bitsandbytes"),
+        ("4bit", "torchao"),
+        ("nf4", "bitsandbytes"),
+        ("torchao-int8", "torchao"),
+    ],
 )
 def test_missing_backend_names_the_extra(toy, monkeypatch, name, package) -> None:
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
@@ -113,7 +123,7 @@ def quantized(toy):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["int8", "4bit", "torchao-int8"])
+@pytest.mark.parametrize("name", ["int8", "4bit", "nf4", "torchao-int8"])
 def test_quantized_explanations_against_full_precision(nla, quantized, vectors, reference, name):
     q = quantized(name)
     got = q.explain(vectors, progress=False)
@@ -143,14 +153,59 @@ def test_quantized_explanations_against_full_precision(nla, quantized, vectors, 
     assert f"av_quantization='{name}'" in repr(q)
 
 
+def fresh_residuals(subject, layer: int, n: int, seed: int) -> torch.Tensor:
+    """Layer-K residuals of the toy subject on random content tokens, drawn as the
+    toy_residuals fixture draws them but from other seeds: vectors no test has seen."""
+    from tests.conftest import content_vocab
+
+    model, tok = subject
+    vocab = torch.tensor(content_vocab(tok))
+    g = torch.Generator().manual_seed(seed)
+    ids = vocab[torch.randint(len(vocab), (n, 12), generator=g)]
+    ids = torch.cat([torch.full((n, 1), tok.bos_token_id), ids], dim=1)
+    with torch.inference_mode():
+        hs = model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+    pos = torch.randint(2, 13, (n,), generator=g)
+    return hs[torch.arange(n), pos].clone()
+
+
+@pytest.mark.integration
+def test_the_agreement_goals_on_fresh_held_out_residuals(nla, quantized, subject) -> None:
+    """Issue 19's figure: greedy explanations equal to full precision, 8-bit >= 90% and
+    4-bit >= 70% of held-out vectors, on 256 fresh residuals (32 say little: +-8%). Pure
+    NF4 is reported beside "4bit" to show what keeping v_proj / down_proj at int8 buys."""
+    v = fresh_residuals(subject, nla.layer, N_GOAL, seed=2027)
+    ref = [o.token_ids for o in nla.av.generate(v, Sampling())]
+    rates = {}
+    for name in ("int8", "4bit", "nf4"):
+        got = [o.token_ids for o in quantized(name).av.generate(v, Sampling())]
+        rates[name] = sum(a == b for a, b in zip(ref, got, strict=True)) / N_GOAL
+    print(
+        f"\ngreedy explanations equal to float32 on {N_GOAL} fresh held-out residuals: "
+        + ", ".join(f"{k} {v:.1%} (goal/floor {AGREEMENT[k]:.0%})" for k, v in rates.items())
+    )
+    for name, rate in rates.items():
+        assert rate >= AGREEMENT[name], (name, rate)
+    assert rates["4bit"] > rates["nf4"]
+
+
 @pytest.mark.integration
 def test_4bit_computes_at_the_load_dtype(quantized, vectors) -> None:
     """NF4 weights, float32 matmuls: after a forward (when bitsandbytes would switch a CPU
     with AVX512-BF16 to its bfloat16 kernel) each 4-bit layer gives exactly x @ W^T with
-    its dequantized weight W, computed in float32."""
+    its dequantized weight W, computed in float32. In "4bit" the v_proj and down_proj
+    layers, and only they, are torchao int8 weight-only; in "nf4" every decoder Linear is NF4."""
     import bitsandbytes as bnb
     from bitsandbytes.functional import dequantize_4bit
 
+    for name in ("4bit", "nf4"):
+        model = quantized(name).av.model
+        for fqn, m in model.model.layers.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                kept = name == "4bit" and fqn.rsplit(".", 1)[-1] in ("v_proj", "down_proj")
+                int8 = type(m.weight).__name__ == "Int8Tensor"
+                assert int8 == kept and isinstance(m, bnb.nn.Linear4bit) == (not kept), fqn
+        assert quant.quantization_of(model) == name
     q = quantized("4bit")
     q.explain(vectors[:2], progress=False)
     layers = [m for m in q.av.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
