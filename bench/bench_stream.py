@@ -1,7 +1,10 @@
 """Streaming explanations: how soon the first segment of every row arrives, and what
 streaming to the end costs, against one ``nla.explain`` call, on the toy pair.
 
-Both paths run back to back in this run on the same vectors (greedy). Printed ratios:
+Both paths run back to back in this run on the same vectors (greedy), as pairs whose order
+alternates (explain first in even repeats, streaming first in odd ones), so a machine that
+speeds up or slows down during a pair biases neither side. Printed ratios, medians over
+the pairs:
 
 * first segment: the time at which the LAST row's first ``SegmentScored`` arrived,
   over the whole ``explain`` call's time (goal: at most 0.40);
@@ -11,7 +14,7 @@ Both paths run back to back in this run on the same vectors (greedy). Printed ra
 A row's first segment is its first line; a one-line explanation's first segment is
 also its last, and waits for the end (so the first ratio needs multi-line explanations).
 
-    python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 5]
+    python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 9]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def main() -> int:
     )
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
     ck = toy.checkpoints()
     nla = NLA.from_pretrained(ck.av, ck.ar, device="cpu", dtype=torch.float32)
@@ -51,10 +54,14 @@ def main() -> int:
     list(nla.explain_stream(vectors[:2], **common))
     t_explain, t_first, t_total = [], [], []
     segments = []
-    for _ in range(args.repeats):
+
+    def run_explain() -> list:
         t0 = time.perf_counter()
         whole = nla.explain(vectors, progress=False, **common)
         t_explain.append(time.perf_counter() - t0)
+        return list(whole)
+
+    def run_stream() -> dict:
         first: dict[int, float] = {}
         done = {}
         t0 = time.perf_counter()
@@ -65,7 +72,14 @@ def main() -> int:
                 done[e.row] = e.explanation
         t_total.append(time.perf_counter() - t0)
         t_first.append(max(first.values()) if len(first) == args.n else float("inf"))
-        assert [done[i] for i in range(args.n)] == list(whole), "streaming must equal explain"
+        return done
+
+    for r in range(args.repeats):
+        if r % 2 == 0:
+            whole, done = run_explain(), run_stream()
+        else:
+            done, whole = run_stream(), run_explain()
+        assert [done[i] for i in range(args.n)] == whole, "streaming must equal explain"
         segments = [len(e.text.splitlines()) for e in whole]
     first_ratio = statistics.median(f / w for f, w in zip(t_first, t_explain, strict=True))
     total_ratio = statistics.median(t / w for t, w in zip(t_total, t_explain, strict=True))

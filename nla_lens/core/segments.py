@@ -2,10 +2,12 @@
 
 A segment is a line; a line that runs long is cut after a sentence end
 (``.``, ``!``, ``?`` or ``;`` followed by a space) once its current segment holds
-:data:`SENTENCE_MIN_CHARS` characters. A boundary counts only once non-space text
-follows it, so a completed segment is never the end of the text, and every
-decision depends only on the text before it: the ends found on a prefix of the
-text are the first ends found on the whole (the stream never re-cuts).
+:data:`SENTENCE_MIN_CHARS` characters. A line ends at its newline, the moment it
+arrives; a sentence end counts only once non-space text follows it. Every decision
+depends only on the text before it: the ends found on a prefix of the text are the
+first ends found on the whole (the stream never re-cuts). A completed segment can
+therefore be the explanation's last, when the AV closes right after a newline
+(``explain_stream`` then scores it again with the row).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import re
 
 from .explanation import EXPLANATION_CLOSE, EXPLANATION_OPEN
 
-__all__ = ["SENTENCE_MIN_CHARS", "explanation_view", "segment_ends", "segment_spans"]
+__all__ = ["SENTENCE_MIN_CHARS", "explanation_view", "may_end", "segment_ends", "segment_spans"]
 
 #: A long line is cut at a sentence end only once its segment is at least this long.
 SENTENCE_MIN_CHARS = 80
-_LINE = re.compile(r"[ \t\r]*\n\s*(?=\S)")
+_LINE = re.compile(r"[ \t\r]*\n\s*")
 _SENTENCE = re.compile(r"(?<=[.!?;])[ \t]+(?=\S)")
 
 
@@ -58,6 +60,14 @@ def segment_ends(text: str) -> list[int]:
             ends.append(stop)
             start = after
     return ends
+
+
+def may_end(text: str, after: int) -> bool:
+    """False when :func:`segment_ends` of ``text`` can find no end past ``after``, the end
+    of its last completed segment (0 for none): what follows holds no newline, and no
+    sentence end in a segment that long. A cheap test the stream makes per row per step."""
+    tail = text[after:].lstrip()
+    return "\n" in tail or (len(tail) > SENTENCE_MIN_CHARS and any(c in tail for c in ".!?;"))
 
 
 def segment_spans(text: str, *, final: bool) -> list[tuple[int, int]]:

@@ -15,7 +15,10 @@ the decode is the backend's own (the local backend's ``generate`` drains the sam
 loop), and the rows that end on their own are scored together at the end, by the
 same call ``explain`` makes, so the last segment's score and the row's are that
 call's. Segments completed mid-decode are scored as they come, a few steps'
-worth in one AR batch.
+worth in one AR batch. A line is complete at its newline, so when the AV closes the
+explanation right after one, its last line was already scored mid-decode: it is
+scored again with the row, a second :class:`SegmentScored` of the same ``index``
+that replaces the first (its numbers are the row's).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..errors import BackendError, NLAError, SamplingError
 from .backend import DecodeStream, open_stream
 from .explanation import Explanation, extract_explanation, fmt
 from .sampling import Sampling
-from .segments import explanation_view, segment_spans
+from .segments import explanation_view, may_end, segment_spans
 
 
 @runtime_checkable
@@ -90,7 +93,9 @@ class TextDelta:
 class SegmentScored:
     """Segment ``index`` (from 0) of row ``row``, and the AR's score of ``prefix``, the
     explanation up to and including it. Scores are None without an AR (``fve_nrm`` also
-    without a baseline); ``baseline_label`` names the baseline behind ``fve_nrm``."""
+    without a baseline); ``baseline_label`` names the baseline behind ``fve_nrm``. A
+    second event of the same ``row`` and ``index`` replaces the first (a last line scored
+    mid-decode, then with its row)."""
 
     row: int
     index: int
@@ -192,6 +197,7 @@ class _Row:
     raw: str = ""
     shown: str = ""
     segments: int = 0  # segments found so far (handed to scoring)
+    ended: int = 0  # where the last of them ends in the text shown
     scored: list[SegmentScored] = field(default_factory=list)
     cut: int | None = None  # stopped after this many segments
     done: bool = False  # its RowFinished is decided (cut) or it ended on its own
@@ -228,6 +234,13 @@ class _Stream:
     def _new_segments(self, row: int, text: str, final: bool) -> None:
         state = self.rows[row]
         spans = segment_spans(text, final=final)
+        if final and spans and state.segments >= len(spans):
+            # the explanation closed right after a newline: its last line, completed (and
+            # perhaps scored) mid-decode, is scored with the row, as explain scores it
+            i, (a, b) = len(spans) - 1, spans[-1]
+            self.pending = [x for x in self.pending if (x[0], x[1]) != (row, i)]
+            self.last.append((row, i, text[a:b].strip(), text[:b].strip()))
+            return
         for i in range(state.segments, len(spans)):
             a, b = spans[i]
             item = (row, i, text[a:b].strip(), text[:b].strip())
@@ -235,9 +248,10 @@ class _Stream:
                 self.last.append(item)
             else:
                 self.pending.append(item)
-            state.segments = i + 1
+            state.segments, state.ended = i + 1, b
             n = self.stop if isinstance(self.stop, int) else None
-            # mid-decode, text follows every completed segment; at the end, it must be there
+            # mid-decode, the decode goes on after every completed segment; at the end, the
+            # row is cut only if text follows its N-th
             if n is not None and i + 1 == n and (not final or len(spans) > n):
                 state.cut = n  # more text follows its N-th segment: stop here
                 return
@@ -251,7 +265,8 @@ class _Stream:
         if view.startswith(state.shown) and len(view) > len(state.shown):
             yield TextDelta(row, view, view[len(state.shown) :])
             state.shown = view
-            self._new_segments(row, view, final=False)
+            if may_end(view, state.ended):
+                self._new_segments(row, view, final=False)
 
     def _on_output(self, row: int, raw: str) -> Iterator[StreamEvent]:
         state = self.rows[row]
@@ -276,8 +291,11 @@ class _Stream:
         base = None if self.pair.baseline is None else self.pair.baseline.variance
         rows = self.v[[r // self.k for r, *_ in batch]]
         texts = [p for *_, p in batch]
+        # one AR batch where it is at most twice the decode batch (short prefixes): the last
+        # row's first segment waits for the whole call, and a call split in two costs more
+        bs = self.sampling.batch_size
         s = ar.score_rows(
-            texts, rows, baseline=base, batch_size=self.sampling.batch_size, progress=False
+            texts, rows, baseline=base, batch_size=max(bs, min(len(batch), 2 * bs)), progress=False
         )
         fve = s.fve_nrm
         out = []

@@ -9,7 +9,7 @@ import torch
 
 from nla_lens import RowFinished, SegmentScored, TextDelta, stop_when_flat
 from nla_lens.core.backend import DecodeUpdate, GenerationOutput, Sampling
-from nla_lens.core.segments import explanation_view, segment_ends, segment_spans
+from nla_lens.core.segments import explanation_view, may_end, segment_ends, segment_spans
 from nla_lens.errors import BackendError, PaddingError, SamplingError
 
 
@@ -118,20 +118,22 @@ SCRIPT = "<explanation>the first line\nthe second line\nthe third line</explanat
 
 
 class ScriptedStream:
-    """Writes SCRIPT a few characters per step, for every row; records cancels."""
+    """Writes ``script`` ``step`` characters per step, for every row; records cancels."""
 
-    def __init__(self, n: int, log: dict) -> None:
+    def __init__(self, n: int, log: dict, script: str = SCRIPT, step: int = 3) -> None:
         self.n, self.log, self.cancelled = n, log, set()
+        self.script, self.step = script, step
         log["cancelled"] = self.cancelled
 
     def __iter__(self):
-        for end in range(3, len(SCRIPT) + 3, 3):
-            text = SCRIPT[:end]
-            done = end >= len(SCRIPT)
+        script = self.script
+        for end in range(self.step, len(script) + self.step, self.step):
+            text = script[:end]
+            done = end >= len(script)
             rows = [r for r in range(self.n) if r not in self.cancelled]
             if not rows:
                 return
-            yield [DecodeUpdate(r, text, GenerationOutput(SCRIPT) if done else None) for r in rows]
+            yield [DecodeUpdate(r, text, GenerationOutput(script) if done else None) for r in rows]
 
     def cancel(self, rows):
         self.cancelled.update(rows)
@@ -143,14 +145,15 @@ class ScriptedStream:
 class ScriptedBackend:
     name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, script: str = SCRIPT, step: int = 3) -> None:
         self.log: dict = {}
+        self.script, self.step = script, step
 
     def generate(self, embeds, params):
-        return [GenerationOutput(SCRIPT) for _ in range(len(embeds))]
+        return [GenerationOutput(self.script) for _ in range(len(embeds))]
 
     def stream(self, embeds, params):
-        return ScriptedStream(len(embeds), self.log)
+        return ScriptedStream(len(embeds), self.log, self.script, self.step)
 
 
 @pytest.fixture
@@ -178,6 +181,34 @@ def test_scripted_stop_after_one_and_two_segments(nla, vectors, scripted):
     three = [e for e in nla.explain_stream(vectors[:1], stop=3) if isinstance(e, RowFinished)]
     one = [e for e in nla.explain_stream(vectors[:1]) if isinstance(e, RowFinished)]
     assert not three[0].cut_short and three[0].explanation == one[0].explanation
+
+
+@pytest.mark.parametrize("step", [3, 40])
+def test_a_last_line_closed_after_its_newline_is_scored_with_the_row(
+    nla, vectors, monkeypatch, step
+):
+    """A line is complete at its newline, so the last line of an explanation that closes
+    right after one is scored mid-decode (when the close tag comes some steps later, step
+    3) and again with the row: the last event of its index carries the row's own numbers.
+    When the close tag arrives before the mid-decode batch is scored (step 40), it is
+    scored once, with the row."""
+    script = "<explanation>the first line\nthe second line\n</explanation>"
+    monkeypatch.setattr(nla.av, "backend", ScriptedBackend(script, step))
+    events = list(nla.explain_stream(vectors[:2]))
+    for row in (0, 1):
+        segs = [e for e in events if isinstance(e, SegmentScored) and e.row == row]
+        done = next(e for e in events if isinstance(e, RowFinished) and e.row == row)
+        assert done.explanation.text == "the first line\nthe second line"
+        assert [s.index for s in segs] == ([0, 1, 1] if step == 3 else [0, 1])
+        assert segs[-1].prefix == done.explanation.text and segs[-1].segment == "the second line"
+        last = segs[-1]
+        assert (last.cos, last.fve_nrm, last.mse_nrm) == (
+            done.explanation.cos, done.explanation.fve_nrm, done.explanation.mse_nrm
+        )  # fmt: skip
+    # stop=2 mid-decode cuts at the second newline, before the AV closed: flagged, honestly
+    # (it cannot know the close tag was next); arriving with the close tag, it is not a cut
+    cut = list(nla.explain_stream(vectors[:1], stop=2))[-1].explanation
+    assert cut.text == "the first line\nthe second line" and cut.cut_short == (step == 3)
 
 
 def test_scripted_stop_function(nla, vectors, scripted):
@@ -270,10 +301,16 @@ def test_segments_are_decided_online():
     )
     full = segment_ends(text)
     assert len(full) == 3  # two lines, the long second one cut after its first sentence
+    assert segment_ends("the first line \n") == [14]  # a line ends at its newline, at once
+    assert segment_ends("One sentence. ") == [] and segment_ends("a\n\n  ") == [1]
+    before: list[int] = []
     for k in range(len(text) + 1):
         ends = segment_ends(text[:k])
         assert ends == full[: len(ends)]
         assert all(e < k for e in ends)
+        if not may_end(text[:k], before[-1] if before else 0):  # the stream's shortcut
+            assert ends == before, k
+        before = ends
     spans = segment_spans(text, final=True)
     assert text[: spans[0][1]] == text.splitlines()[0]
     assert text[: spans[-1][1]] == text.rstrip()
@@ -317,3 +354,20 @@ def test_stream_honours_a_padding_mask_and_keeps_the_input_notes(nla, vectors, e
     assert (
         not nla.explain_stream(vectors).input_notes and nla.explain_stream(vectors).labels is None
     )
+
+
+def test_the_streams_shortcut_never_misses_a_segment_end():
+    """On random texts of words, spaces, sentence ends and line breaks: wherever ``may_end``
+    says no end can follow the last one, ``segment_ends`` finds none."""
+    import random
+
+    rng = random.Random(3)
+    pieces = ["word", "a", " ", " ", "  ", ". ", "; ", "!", "?", "\n", " \n", "\r\n", "\n\n", "\t"]
+    for _ in range(150):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(10, 160)))
+        before: list[int] = []
+        for k in range(len(text) + 1):
+            ends = segment_ends(text[:k])
+            if not may_end(text[:k], before[-1] if before else 0):
+                assert ends == before, (text, k)
+            before = ends

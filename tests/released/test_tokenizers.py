@@ -63,3 +63,44 @@ def test_failed_fetch_says_what_to_do(tmp_path, monkeypatch) -> None:
     with pytest.raises(FixtureFetchError, match=r"sha256 .* the pin says .*do not update the pin"):
         fetch("qwen2_5")
     assert not (tmp_path / "cache" / "qwen2_5" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
+def test_the_decode_loops_batch_decode_equals_transformers(tokenizers, name) -> None:
+    """The streaming decode loop decodes every running row at every step through the Rust
+    tokenizer directly where transformers' batch_decode would do nothing more: the same
+    strings, on random ids with special tokens, byte pieces and partial characters."""
+    import random
+
+    from nla_lens.core.decode_loop import batch_decoder
+
+    tok = tokenizers[name]
+    decode = batch_decoder(tok)
+    # Gemma and Qwen clean up no spaces; Llama-3 asks to, but its BPE model is left alone
+    assert decode.__name__ == "fast"
+    rng = random.Random(7)
+    special = sorted(tok.all_special_ids)
+    text_ids = tok.encode(
+        "h\u00e9llo w\u00f6rld \u321c\u33a1 \u2014 \U0001f600 ok", add_special_tokens=False
+    )
+    seqs = [[rng.randrange(tok.vocab_size) for _ in range(rng.randrange(1, 40))] for _ in range(64)]
+    seqs += [text_ids[:k] + rng.sample(special, 2) + text_ids[k:] for k in range(len(text_ids))]
+    assert decode(seqs) == tok.batch_decode(seqs, skip_special_tokens=True)
+
+
+def test_batch_decoder_falls_back_where_transformers_does_more(tokenizers) -> None:
+    from nla_lens.core.decode_loop import batch_decoder
+
+    tok = tokenizers["gemma3"]
+    before = tok.clean_up_tokenization_spaces
+    forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
+    try:
+        tok.clean_up_tokenization_spaces = True  # a BPE model: transformers ignores it
+        assert batch_decoder(tok).__name__ == "fast"
+        setattr(tok, forced, True)  # now transformers post-processes: its own path
+        assert batch_decoder(tok).__name__ == "slow"
+        seqs = [tok.encode("a , b . c 's", add_special_tokens=False)]
+        assert batch_decoder(tok)(seqs) == tok.batch_decode(seqs, skip_special_tokens=True)
+    finally:
+        tok.clean_up_tokenization_spaces = before
+        setattr(tok, forced, False)

@@ -152,7 +152,11 @@ function render({ model, el }) {
       li.append(h("span", "nla-seg-text", msg.segment),
         h("span", "nla-score", `prefix 1–${msg.segment_index + 1}: ${scoreText(msg)}`));
       li.style.borderLeftColor = fveColour(msg.fve_nrm);
-      part("nla-segments").appendChild(li);
+      li.setAttribute("data-segment", String(msg.segment_index));
+      const list = part("nla-segments");
+      const before = list.querySelector(`li[data-segment="${msg.segment_index}"]`);
+      if (before) before.replaceWith(li); // a last line scored again with its row
+      else list.appendChild(li);
       status.textContent = `segment ${msg.segment_index + 1} scored…`;
     } else if (msg.type === "finished") {
       part("nla-live").textContent = msg.text;
