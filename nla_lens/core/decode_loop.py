@@ -255,12 +255,21 @@ class LocalDecodeStream:
             ids[r].append(tok)
             last_step = len(ids[r]) >= params.max_new_tokens
         done = [tok in b.eos_ids for tok in new]
+        # one call per step for every row still running
+        texts = self._decode([ids[r] for r in rows]) if self.text else [""] * len(rows)
         if params.stop:
-            tails = self._decode([ids[r][-STOP_WINDOW:] for r in rows])
-            done = [d or any(s in t for s in params.stop) for d, t in zip(done, tails, strict=True)]
-        texts = (
-            self._decode([ids[r] for r in rows]) if self.text else [""] * len(rows)
-        )  # one call per step for every row still running
+            # explain's rule: a stop string in the decode of the row's last STOP_WINDOW tokens.
+            # A stop string there is in the row's whole text too, so where the whole texts
+            # are at hand only the rows whose text holds one have their tails decoded.
+            check = [
+                i
+                for i, t in enumerate(texts)
+                if not done[i] and (not self.text or any(s in t for s in params.stop))
+            ]
+            if check:
+                tails = self._decode([ids[rows[i]][-STOP_WINDOW:] for i in check])
+                for i, t in zip(check, tails, strict=True):
+                    done[i] = any(s in t for s in params.stop)
         updates, keep = [], []
         for i, (r, d) in enumerate(zip(rows, done, strict=True)):
             text = texts[i].rstrip("\ufffd")  # an incomplete character waits for its last token

@@ -104,3 +104,38 @@ def test_batch_decoder_falls_back_where_transformers_does_more(tokenizers) -> No
     finally:
         tok.clean_up_tokenization_spaces = before
         setattr(tok, forced, False)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
+def test_text_in_a_tail_decode_is_in_the_whole_decode(tokenizers, name) -> None:
+    """The streaming decode loop checks stop strings on the decode of each row's last
+    STOP_WINDOW tokens (explain's rule) only for rows whose whole text holds one, so a
+    string seen in a tail's decode must be in the whole decode as well: checked for every
+    substring (no U+FFFD) of tails of random ids, texts and special tokens."""
+    import random
+
+    from nla_lens.core.decode_loop import STOP_WINDOW
+
+    tok = tokenizers[name]
+    rng = random.Random(11)
+    special = sorted(tok.all_special_ids)
+    text = tok.encode(" x </explanation>\n\n  h\u00e9llo \U0001f600 ok.", add_special_tokens=False)
+    seqs = [
+        [rng.randrange(tok.vocab_size) for _ in range(rng.randrange(17, 48))] for _ in range(48)
+    ]
+    seqs += [
+        rng.sample(special, 2) + text[:k] + rng.sample(special, 1) + text[k:]
+        for k in range(len(text))
+    ]
+    checked = 0
+    for seq in seqs:
+        for cut in range(1, len(seq)):
+            tail = tok.decode(seq[max(0, cut - STOP_WINDOW) : cut], skip_special_tokens=True)
+            upto = tok.decode(seq[:cut], skip_special_tokens=True)
+            for a in range(len(tail)):
+                for b in range(a + 1, min(len(tail), a + 16) + 1):
+                    piece = tail[a:b]
+                    if "\ufffd" not in piece:
+                        assert piece in upto, (seq[:cut], piece)
+                        checked += 1
+    assert checked > 10_000
