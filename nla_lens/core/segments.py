@@ -25,10 +25,14 @@ _SENTENCE = re.compile(r"(?<=[.!?;])[ \t]+(?=\S)")
 
 
 def _held_back(text: str, tag: str) -> str:
-    """``text`` less a tail that could be the start of ``tag`` (still arriving)."""
-    for k in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-k:]):
-            return text[:-k]
+    """``text`` less a tail that could be the start of ``tag`` (still arriving): the longest
+    tail shorter than the tag that the tag starts with. Such a tail begins with the tag's
+    first character, so only those positions are tried, earliest (longest) first."""
+    i = text.find(tag[0], max(0, len(text) - len(tag) + 1))
+    while i >= 0:
+        if tag.startswith(text[i:]):
+            return text[:i]
+        i = text.find(tag[0], i + 1)
     return text
 
 

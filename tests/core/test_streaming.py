@@ -371,3 +371,28 @@ def test_the_streams_shortcut_never_misses_a_segment_end():
             if not may_end(text[:k], before[-1] if before else 0):
                 assert ends == before, (text, k)
             before = ends
+
+
+def test_a_partial_close_tag_is_held_back_exactly() -> None:
+    """``explanation_view`` holds back the longest tail that could begin the close tag (a
+    search from the tag's first character): equal to trying every tail length, on random
+    texts over the tag's own characters, for tags with and without a repeated first one."""
+    import random
+
+    from nla_lens.core.segments import _held_back
+
+    def every_length(text: str, tag: str) -> str:
+        for k in range(min(len(tag) - 1, len(text)), 0, -1):
+            if tag.startswith(text[-k:]):
+                return text[:-k]
+        return text
+
+    rng = random.Random(3)
+    for tag in ("</explanation>", "<<a<", "aaab", "x"):
+        alphabet = sorted({*tag, "a", "b", " "})
+        for _ in range(5000):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(20)))
+            if rng.random() < 0.5:
+                text += tag[: rng.randrange(len(tag))]
+            assert _held_back(text, tag) == every_length(text, tag), (text, tag)
+    assert explanation_view("<explanation>a b</expl") == "a b"
