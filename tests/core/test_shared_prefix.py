@@ -220,3 +220,40 @@ def test_a_layer_with_its_own_config_is_not_routed(toy):
     assert shared_prefix.supports(model, 10)
     model.model.layers[0].self_attn.config = type(model.config)(**model.config.to_dict())
     assert not shared_prefix.supports(model, 10)
+
+
+def test_the_switch_is_validated_once_per_model_and_always_restored(toy, monkeypatch):
+    """transformers validates the switch to shared-prefix attention once per model (its
+    ``set_attn_implementation`` walks every submodule, twice a decode step otherwise); later
+    switches set the shared config: the same decodes, the user's own attention restored after
+    each, also one the user changed between decodes."""
+    from nla_lens.core.loading import load_tokenizer
+
+    tok = load_tokenizer(toy.av)
+    model = tiny_model("llama", len(tok))
+    embeds = shared_batch(model.config.hidden_size, n=8, k=4)
+    backend = LocalBackend(model, tok, share_prefix=True)
+    plain = LocalBackend(model, tok, share_prefix=False)
+    calls: list[str] = []
+    real = type(model).set_attn_implementation
+
+    def spy(self, name, *args, **kwargs):
+        calls.append(name)
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "set_attn_implementation", spy)
+    params = Sampling(max_new_tokens=12)
+    expected = [o.token_ids for o in plain.generate(embeds, params)]
+    assert [o.token_ids for o in backend.generate(embeds, params)] == expected
+    first = len(calls)
+    assert first == 2 and calls == [shared_prefix.ATTENTION_NAME, "sdpa"]
+    assert [o.token_ids for o in backend.generate(embeds, params)] == expected
+    assert len(calls) == first  # every later step: the config alone
+    assert model.config._attn_implementation == "sdpa"
+    model.set_attn_implementation("eager")  # the user's change between decodes
+    calls.clear()
+    assert [o.token_ids for o in backend.generate(embeds, params)] == expected
+    assert calls == [] and model.config._attn_implementation == "eager"
+    assert all(
+        m.config._attn_implementation == "eager" for m in model.modules() if hasattr(m, "config")
+    )
