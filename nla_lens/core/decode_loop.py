@@ -181,13 +181,15 @@ class LocalDecodeStream:
                 if b.share_prefix
                 else None
             )
+        first: Tensor | None = None  # the first step's logits, where the prefill gave them
         if shared is None:
             from transformers import DynamicCache
 
             cache: Any = DynamicCache(config=model.config)
             cascade = False
         else:
-            cache, cascade = shared
+            cache, cascade, *given = shared
+            first = given[0] if given else None
         cached = cache.get_seq_length() if shared is not None else 0
         positions = mask.long().cumsum(-1) - 1
         positions = positions.masked_fill(mask == 0, 1)
@@ -205,16 +207,19 @@ class LocalDecodeStream:
                     cache, cascade, limit = shared_prefix.to_plain(cache, model.config), False, None
             with (
                 torch.inference_mode(),
-                shared_prefix.active(model, cache) if cascade else nullcontext(),
+                shared_prefix.active(model, cache) if cascade and first is None else nullcontext(),
             ):
-                out = model(
-                    **step_in,
-                    attention_mask=mask,
-                    past_key_values=cache,
-                    use_cache=True,
-                    **keep_logits,
-                )
-                logits = out.logits[:, -1, :]
+                if first is not None:  # the prefill ran the whole prompt
+                    logits, first = first, None
+                else:
+                    out = model(
+                        **step_in,
+                        attention_mask=mask,
+                        past_key_values=cache,
+                        use_cache=True,
+                        **keep_logits,
+                    )
+                    logits = out.logits[:, -1, :]
                 gens_now = None if gens is None else [gens[r] for r in rows]
                 new = self._next_tokens(logits, gens_now).tolist()
             updates, keep = self._advance(rows, ids, new)

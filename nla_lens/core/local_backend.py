@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from . import shared_prefix
 from .backend import GenerationOutput, Sampling
-from .decode_loop import LocalDecodeStream
+from .decode_loop import LocalDecodeStream, _logits_to_keep
 
 __all__ = ["LocalBackend", "StopOnText", "left_pad"]
 
@@ -102,7 +102,7 @@ class LocalBackend:
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
 
     def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any:
-        """A KV cache of everything but each prompt's last token, its shared prefix computed once.
+        """A KV cache of the prompts, their shared prefix computed once.
 
         AV prompts differ only from the injected row on, so the ~90% of the prompt
         before the marker is prefilled once per batch, and identical prompts (the
@@ -111,14 +111,18 @@ class LocalBackend:
         attended to by all rows together (while the sequence fits the model's sliding
         window: the decode loop converts the cache to a plain one when it grows past, so
         ``max_new_tokens`` does not decide it); otherwise its cache is repeated per row.
-        Returns ``(cache, cascade)`` or ``None`` when nothing is shared.
+        Returns ``None`` when nothing is shared; else ``(cache, False)``, a cache of the
+        prefix repeated per row (the decode loop feeds the rest of the prompt), or
+        ``(cache, True, logits)``: the whole prompt cached, the prefix once, and the
+        next-token logits at each prompt's last token (the rest of the prompt is prefilled
+        in one forward that also gives the first token, as a plain prefill would).
         """
         n, t, _ = embeds.shape
         if n < 2 or not bool(mask.all()):
             return None
         same = (embeds == embeds[:1]).all(dim=2).all(dim=0)
         prefix = int(same.long().cumprod(0).sum())
-        prefix = min(prefix, t - 1)  # generate needs at least one uncached prompt token
+        prefix = min(prefix, t - 1)  # the last token's logits come from the rows' own prefill
         if prefix < MIN_SHARED_PREFIX:
             return None
         from transformers import DynamicCache
@@ -133,17 +137,17 @@ class LocalBackend:
             cache.batch_repeat_interleave(n)
             return cache, False
         shared = shared_prefix.shared_prefix_cache(layers)  # type: ignore[arg-type]
-        if prefix < t - 1:
-            tails = embeds[:, prefix : t - 1]
-            distinct, inverse = torch.unique(tails.reshape(n, -1), dim=0, return_inverse=True)
-            with shared_prefix.active(self.model, shared):
-                self.model(
-                    inputs_embeds=distinct.view(-1, *tails.shape[1:]),
-                    past_key_values=shared,
-                    use_cache=True,
-                )
-            shared.batch_select_indices(inverse)
-        return shared, True
+        tails = embeds[:, prefix:]  # the rest of each prompt, its last token included
+        distinct, inverse = torch.unique(tails.reshape(n, -1), dim=0, return_inverse=True)
+        with shared_prefix.active(self.model, shared):
+            out = self.model(
+                inputs_embeds=distinct.view(-1, *tails.shape[1:]),
+                past_key_values=shared,
+                use_cache=True,
+                **_logits_to_keep(self.model),
+            )
+        shared.batch_select_indices(inverse)
+        return shared, True, out.logits[:, -1, :][inverse]
 
     def stream(
         self,

@@ -58,19 +58,22 @@ def test_logits_match_plain_attention(model_type, toy):
     embeds = shared_batch(model.config.hidden_size)
     n, t, _ = embeds.shape
     backend = LocalBackend(model, tok)
+    step = torch.randn(n, 1, embeds.shape[-1], generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         full = model(inputs_embeds=embeds).logits[:, -1]
+        then = model(inputs_embeds=torch.cat([embeds, step], dim=1)).logits[:, -1]
         made = backend._shared_prefix_cache(embeds, torch.ones(n, t, dtype=torch.long), 8)
         assert made is not None
-        cache, cascade = made
+        cache, cascade, first = made
         assert cascade, f"{model_type}: shared-prefix attention not used"
-        assert cache.get_seq_length() == t - 1
-        with shared_prefix.active(model, cache):
-            last = model(inputs_embeds=embeds[:, -1:], past_key_values=cache).logits[:, -1]
+        assert cache.get_seq_length() == t  # the whole prompt, prefilled in two forwards
+        with shared_prefix.active(model, cache):  # and one decode step on it
+            after = model(inputs_embeds=step, past_key_values=cache).logits[:, -1]
     assert model.config._attn_implementation == ARCHES[model_type].get(
         "attn_implementation", "sdpa"
     )
-    torch.testing.assert_close(last, full, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(first, full, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(after, then, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma2"])
