@@ -61,12 +61,19 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
 
 
-def batch_decoder(tokenizer: Any) -> Callable[[list[list[int]]], list[str]]:
+def batch_decoder(
+    tokenizer: Any, *, parallel: bool = True
+) -> Callable[[list[list[int]]], list[str]]:
     """``tokenizer.batch_decode(seqs, skip_special_tokens=True)``, run straight on the Rust
-    tokenizer's ``decode_batch`` where that is all it does: a transformers
-    ``TokenizersBackend`` whose decode methods are its base class's and whose text it does
-    not clean up after (transformers' per-row Python loop costs ~1.5 ms a step at 32 rows).
-    Any other tokenizer decodes through its own ``batch_decode``."""
+    tokenizer where that is all it does: a transformers ``TokenizersBackend`` whose decode
+    methods are its base class's and whose text it does not clean up after (transformers'
+    per-row Python loop costs ~1.5 ms a step at 32 rows). Any other tokenizer decodes
+    through its own ``batch_decode``.
+
+    With ``parallel`` the rows go to the Rust ``decode_batch`` (its thread pool); without,
+    to ``decode`` one by one. The loop is for a model computing on the CPU: there the
+    pool's threads compete with torch's for the same cores, and on the 2-core toy a
+    streamed decode ran ~8% slower with them (the decodes themselves 2x slower)."""
 
     def slow(seqs: list[list[int]]) -> list[str]:
         out: list[str] = tokenizer.batch_decode(seqs, skip_special_tokens=True)
@@ -94,7 +101,10 @@ def batch_decoder(tokenizer: Any) -> Callable[[list[list[int]]], list[str]]:
         out: list[str] = rust.decode_batch(seqs, skip_special_tokens=True)
         return out
 
-    return fast
+    def fast_serial(seqs: list[list[int]]) -> list[str]:
+        return [rust.decode(seq, skip_special_tokens=True) for seq in seqs]
+
+    return fast if parallel else fast_serial
 
 
 def _cleans_up(tokenizer: Any) -> bool:
@@ -128,7 +138,9 @@ class LocalDecodeStream:
         self._cancelled: set[int] = set()
         self._closed = False
         self._iterated = False
-        self._decode = batch_decoder(backend.tokenizer)
+        # on the CPU the Rust decode pool would take cores from the model's own threads
+        on_cpu = next(backend.model.parameters()).device.type == "cpu"
+        self._decode = batch_decoder(backend.tokenizer, parallel=not on_cpu)
 
     def cancel(self, rows: Iterable[int]) -> None:
         """Stop decoding ``rows`` (indices into this call's prompts) before the next step."""

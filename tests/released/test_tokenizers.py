@@ -85,7 +85,10 @@ def test_the_decode_loops_batch_decode_equals_transformers(tokenizers, name) -> 
     )
     seqs = [[rng.randrange(tok.vocab_size) for _ in range(rng.randrange(1, 40))] for _ in range(64)]
     seqs += [text_ids[:k] + rng.sample(special, 2) + text_ids[k:] for k in range(len(text_ids))]
-    assert decode(seqs) == tok.batch_decode(seqs, skip_special_tokens=True)
+    expected = tok.batch_decode(seqs, skip_special_tokens=True)
+    assert decode(seqs) == expected
+    serial = batch_decoder(tok, parallel=False)  # the CPU loop: row by row, the same strings
+    assert serial.__name__ == "fast_serial" and serial(seqs) == expected
 
 
 def test_batch_decoder_falls_back_where_transformers_does_more(tokenizers) -> None:
