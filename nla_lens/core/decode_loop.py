@@ -15,7 +15,7 @@ depend on which other rows share its batch or when they leave it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +25,7 @@ from torch import Tensor
 from . import shared_prefix
 from .backend import DecodeUpdate
 from .sampling import Sampling
+from .tokens import batch_decoder
 
 
 @runtime_checkable
@@ -44,7 +45,7 @@ class LoopBackend(Protocol):
     def _finish(self, ids: list[int], params: Sampling) -> Any: ...
 
 
-__all__ = ["LocalDecodeStream", "batch_decoder", "top_p_filter"]
+__all__ = ["LocalDecodeStream", "top_p_filter"]
 
 #: Generated tokens re-decoded per step to look for a stop string (it may span tokens).
 STOP_WINDOW = 16
@@ -59,62 +60,6 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     remove = cum <= (1 - top_p)
     remove[..., -1:] = False
     return logits.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
-
-
-def batch_decoder(
-    tokenizer: Any, *, parallel: bool = True
-) -> Callable[[list[list[int]]], list[str]]:
-    """``tokenizer.batch_decode(seqs, skip_special_tokens=True)``, run straight on the Rust
-    tokenizer where that is all it does: a transformers ``TokenizersBackend`` whose decode
-    methods are its base class's and whose text it does not clean up after (transformers'
-    per-row Python loop costs ~1.5 ms a step at 32 rows). Any other tokenizer decodes
-    through its own ``batch_decode``.
-
-    With ``parallel`` the rows go to the Rust ``decode_batch`` (its thread pool); without,
-    to ``decode`` one by one. The loop is for a model computing on the CPU: there the
-    pool's threads compete with torch's for the same cores, and on the 2-core toy a
-    streamed decode ran ~8% slower with them (the decodes themselves 2x slower)."""
-
-    def slow(seqs: list[list[int]]) -> list[str]:
-        out: list[str] = tokenizer.batch_decode(seqs, skip_special_tokens=True)
-        return out
-
-    try:
-        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:  # another transformers layout
-        return slow
-    cls = type(tokenizer)
-    rust: Any = getattr(tokenizer, "_tokenizer", None)
-    plain = (
-        isinstance(tokenizer, TokenizersBackend)
-        and cls._decode is TokenizersBackend._decode
-        and cls.decode is PreTrainedTokenizerBase.decode
-        and cls.batch_decode is PreTrainedTokenizerBase.batch_decode
-        and callable(getattr(rust, "decode_batch", None))
-        and not _cleans_up(tokenizer)
-    )
-    if not plain:
-        return slow
-
-    def fast(seqs: list[list[int]]) -> list[str]:
-        out: list[str] = rust.decode_batch(seqs, skip_special_tokens=True)
-        return out
-
-    def fast_serial(seqs: list[list[int]]) -> list[str]:
-        return [rust.decode(seq, skip_special_tokens=True) for seq in seqs]
-
-    return fast if parallel else fast_serial
-
-
-def _cleans_up(tokenizer: Any) -> bool:
-    """Whether transformers' decode post-processes the text (``clean_up_tokenization``):
-    when asked to, except for a BPE model, which it leaves alone unless forced."""
-    if not getattr(tokenizer, "clean_up_tokenization_spaces", True):
-        return False
-    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
-    forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
-    return type(model).__name__ != "BPE" or bool(getattr(tokenizer, forced, True))
 
 
 class LocalDecodeStream:

@@ -26,6 +26,7 @@ from .metrics import Scores, score_vectors
 from .progress import bar_options
 from .quantization import quantization_of
 from .sidecar import NLAMeta, verify_tokenizer
+from .tokens import batch_encoder
 from .vectors import as_vector_batch
 
 __all__ = ["Reconstructor"]
@@ -181,16 +182,14 @@ class Reconstructor:
         """Token ids (with special tokens) of ``prompts``, right-padded, and the mask. Padded
         here rather than by the tokenizer: Llama-3's has no pad token, and any id serves
         under the mask."""
-        rows = [list(r) for r in self.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        # On the CPU, row by row: the Rust pool's threads would compete with torch's.
+        rows = batch_encoder(self.tokenizer, parallel=self.device.type != "cpu")(prompts)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+        ids = torch.tensor([[*r, *[int(pad)] * (width - len(r))] for r in rows], dtype=torch.long)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
         return ids.to(self.device), mask.to(self.device)
 
     def score(

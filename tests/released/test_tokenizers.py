@@ -72,7 +72,7 @@ def test_the_decode_loops_batch_decode_equals_transformers(tokenizers, name) -> 
     strings, on random ids with special tokens, byte pieces and partial characters."""
     import random
 
-    from nla_lens.core.decode_loop import batch_decoder
+    from nla_lens.core.tokens import batch_decoder
 
     tok = tokenizers[name]
     decode = batch_decoder(tok)
@@ -92,7 +92,7 @@ def test_the_decode_loops_batch_decode_equals_transformers(tokenizers, name) -> 
 
 
 def test_batch_decoder_falls_back_where_transformers_does_more(tokenizers) -> None:
-    from nla_lens.core.decode_loop import batch_decoder
+    from nla_lens.core.tokens import batch_decoder
 
     tok = tokenizers["gemma3"]
     before = tok.clean_up_tokenization_spaces
@@ -107,6 +107,67 @@ def test_batch_decoder_falls_back_where_transformers_does_more(tokenizers) -> No
     finally:
         tok.clean_up_tokenization_spaces = before
         setattr(tok, forced, False)
+
+
+def _texts_to_encode(tok) -> list[str]:
+    """Random text with special tokens, the markers, accents, emoji and stray spaces."""
+    import random
+
+    rng = random.Random(11)
+    pieces = [
+        *tok.all_special_tokens, "\u321c", "\u33a1", "\u320e", "h\u00e9llo", "w\u00f6rld",
+        "\U0001f600", "\u2014", " ", "  ", "\n", "\n\n", "<concept>", "</", ">", "is", "in", "42",
+    ]  # fmt: skip
+    texts = ["", " ", AR_TEMPLATE.format(explanation="a cat is in the house\nnext: in")]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randrange(1, 30))) for _ in range(200)]
+    return texts
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
+def test_the_ars_batch_encode_equals_transformers(tokenizers, name) -> None:
+    """The AR encodes its prompts through the Rust tokenizer directly (row by row on the
+    CPU): the same ids as transformers' call, special tokens included."""
+    from nla_lens.core.tokens import batch_encoder
+
+    tok = tokenizers[name]
+    texts = _texts_to_encode(tok)
+    expected = [list(r) for r in tok(texts, add_special_tokens=True)["input_ids"]]
+    for parallel, kind in ((True, "fast"), (False, "fast_serial")):
+        encode = batch_encoder(tok, parallel=parallel)
+        assert encode.__name__ == kind and encode(texts) == expected
+
+
+def test_batch_encoder_follows_transformers_when_its_settings_differ(tokenizers) -> None:
+    """Truncation or padding left on the Rust tokenizer (transformers resets them on its
+    next call), and ``split_special_tokens``: each call that would differ goes through
+    transformers, and gives its ids."""
+    from nla_lens.core.tokens import batch_encoder
+
+    tok = tokenizers["gemma3"]
+    texts = _texts_to_encode(tok)[:40]
+    encode = batch_encoder(tok, parallel=False)
+
+    def reference() -> list[list[int]]:
+        return [list(r) for r in tok(texts, add_special_tokens=True)["input_ids"]]
+
+    rust = tok._tokenizer
+    try:
+        tok(texts[:2], truncation=True, max_length=3)  # leaves truncation set on the backend
+        assert rust.truncation is not None
+        got = encode(texts)
+        assert rust.truncation is None  # transformers' own call reset it
+        assert got == reference() and max(len(r) for r in got) > 3
+        rust.enable_padding(length=64, pad_id=0)
+        assert encode(texts) == reference()
+        whole = reference()
+        tok.split_special_tokens = True  # special tokens' text now spelled out in pieces
+        split = encode(texts)
+        assert split == reference() and split != whole
+    finally:
+        tok.split_special_tokens = False
+        tok(texts[:1])  # back to no truncation, no padding, special tokens kept whole
+    assert rust.truncation is None and rust.padding is None and not rust.encode_special_tokens
+    assert encode(texts) == reference()
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_MARKERS))
