@@ -154,29 +154,42 @@ class Reconstructor:
         batch_size: int = 64,
         progress: bool | None = None,
     ) -> Float[Tensor, "n d_model"]:
-        """Predicted (raw, unnormalised) vectors for the explanations, float32 on CPU."""
+        """Predicted (raw, unnormalised) vectors for the explanations, float32 on CPU.
+
+        Each distinct explanation runs through the AR once (a repeated one, e.g. the
+        same first line of many rows, or equal samples, gets a copy of that result)."""
         texts = [explanations] if isinstance(explanations, str) else list(explanations)
         if not texts:
             return torch.zeros(0, self.d_model)
         if not all(isinstance(t, str) for t in texts):
             raise VectorError("reconstruct() takes explanation strings.")
         prompts = [self.prompt(t) for t in texts]
+        where: dict[str, int] = {}
+        copies: list[int] = []
+        for p in prompts:
+            if p not in where:
+                where[p] = len(where)
+                copies.append(0)
+            copies[where[p]] += 1
+        distinct = list(where)
         # Sort by length so batches carry little padding; restore the order at the end.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out = torch.empty(len(prompts), self.d_model)
-        bar = tqdm(total=len(order), desc="reconstructing", unit="text", **bar_options(progress))
+        order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]))
+        out = torch.empty(len(distinct), self.d_model)
+        bar = tqdm(total=len(prompts), desc="reconstructing", unit="text", **bar_options(progress))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = self._right_padded([prompts[i] for i in idx])
+            ids, mask = self._right_padded([distinct[i] for i in idx])
             hidden = self.backbone(
                 input_ids=ids, attention_mask=mask, use_cache=False
             ).last_hidden_state
             last = mask.sum(dim=1) - 1  # last real token under right padding
             h = hidden[torch.arange(len(idx), device=ids.device), last]
             out[idx] = self.value_head(h.to(self.value_head.weight.dtype)).float().cpu()
-            bar.update(len(idx))
+            bar.update(sum(copies[i] for i in idx))
         bar.close()
-        return out
+        if len(distinct) == len(prompts):
+            return out
+        return out[[where[p] for p in prompts]]
 
     def _right_padded(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Token ids (with special tokens) of ``prompts``, right-padded, and the mask. Padded

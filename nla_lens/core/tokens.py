@@ -36,22 +36,11 @@ def batch_decoder(
         out: list[str] = tokenizer.batch_decode(seqs, skip_special_tokens=True)
         return out
 
-    try:
-        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:  # another transformers layout
-        return slow
-    cls = type(tokenizer)
-    rust: Any = getattr(tokenizer, "_tokenizer", None)
-    plain = (
-        isinstance(tokenizer, TokenizersBackend)
-        and cls._decode is TokenizersBackend._decode
-        and cls.decode is PreTrainedTokenizerBase.decode
-        and cls.batch_decode is PreTrainedTokenizerBase.batch_decode
-        and callable(getattr(rust, "decode_batch", None))
-        and not _cleans_up(tokenizer)
-    )
-    if not plain:
+    rust = _plain_rust(
+        tokenizer, (("_decode", "backend"), ("decode", "base"), ("batch_decode", "base")),
+        "decode_batch",
+    )  # fmt: skip
+    if rust is None or _cleans_up(tokenizer):
         return slow
 
     def fast(seqs: list[list[int]]) -> list[str]:
@@ -62,6 +51,26 @@ def batch_decoder(
         return [rust.decode(seq, skip_special_tokens=True) for seq in seqs]
 
     return fast if parallel else fast_serial
+
+
+def _plain_rust(tokenizer: Any, methods: tuple[tuple[str, str], ...], needs: str) -> Any:
+    """The Rust tokenizer behind ``tokenizer`` if it is a transformers ``TokenizersBackend``
+    whose ``methods`` are still those of the named class (``"backend"``: TokenizersBackend,
+    ``"base"``: PreTrainedTokenizerBase; no subclass changes what they do) and the Rust
+    tokenizer has the method ``needs``; else None."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers layout
+        return None
+    if not isinstance(tokenizer, TokenizersBackend):
+        return None
+    owners = {"backend": TokenizersBackend, "base": PreTrainedTokenizerBase}
+    cls = type(tokenizer)
+    if any(getattr(cls, m) is not getattr(owners[o], m) for m, o in methods):
+        return None
+    rust = getattr(tokenizer, "_tokenizer", None)
+    return rust if callable(getattr(rust, needs, None)) else None
 
 
 def _cleans_up(tokenizer: Any) -> bool:
@@ -92,23 +101,13 @@ def batch_encoder(
     def slow(texts: list[str]) -> list[list[int]]:
         return [list(r) for r in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
-    try:
-        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:  # another transformers layout
-        return slow
-    cls = type(tokenizer)
-    rust: Any = getattr(tokenizer, "_tokenizer", None)
-    plain = (
-        isinstance(tokenizer, TokenizersBackend)
-        and cls.__call__ is PreTrainedTokenizerBase.__call__
-        and cls._encode_plus is TokenizersBackend._encode_plus
-        and cls._get_padding_truncation_strategies
-        is PreTrainedTokenizerBase._get_padding_truncation_strategies
-        and not hasattr(tokenizer, "_switch_to_input_mode")
-        and callable(getattr(rust, "encode_batch", None))
-    )
-    if not plain:
+    rust = _plain_rust(
+        tokenizer,
+        (("__call__", "base"), ("_encode_plus", "backend"),
+         ("_get_padding_truncation_strategies", "base")),
+        "encode_batch",
+    )  # fmt: skip
+    if rust is None or hasattr(tokenizer, "_switch_to_input_mode"):
         return slow
 
     def settled() -> bool:

@@ -86,6 +86,31 @@ def test_ar_batched_equals_single(nla):
     assert torch.allclose(batched, single, atol=1e-5)
 
 
+def test_ar_runs_each_distinct_text_once(nla):
+    """Repeated explanations (the same first line of many rows, equal samples) reach the
+    backbone once each; every row still gets its text's vector, in the caller's order."""
+    ar = nla.ar
+    texts = ["random words", "token : cat", "random words", "token : red", "random words"] * 3
+    seen: list[int] = []
+    real = ar.backbone.forward
+
+    def counting(*args, **kwargs):
+        seen.append(int(kwargs["input_ids"].shape[0]))
+        return real(*args, **kwargs)
+
+    ar.backbone.forward = counting
+    try:
+        pred = ar.reconstruct(texts, batch_size=2)
+    finally:
+        del ar.backbone.forward
+    assert sum(seen) == 3 and max(seen) <= 2  # three distinct texts, batches of at most 2
+    distinct = ar.reconstruct(["random words", "token : cat", "token : red"], batch_size=2)
+    for i, t in enumerate(texts):
+        j = ["random words", "token : cat", "token : red"].index(t)
+        assert torch.equal(pred[i], distinct[j]), (i, t)
+    assert pred.data_ptr() != distinct.data_ptr() and pred.shape == (15, nla.d_model)
+
+
 def test_user_baseline(nla, toy_residuals):
     saved = nla.baseline
     try:
