@@ -36,8 +36,9 @@ TOY_NOTE = """\
            read and the animal it is about, then the token and what the subject expects
            next (one word where it is sure, two guesses where it is unsure, "any word"
            where it has none). Against the 'task' baseline expect fve_nrm of about 0.8 to
-           1 at most positions of a task prompt, and 0.5 to 0.7 at some 'is' and '.'
-           positions, where the residual holds more of the sentence than the words say.
+           1 at most positions of a task prompt, and 0.45 to 0.7 at some 'is' and '.'
+           positions, where the residual holds more of the sentence than the words say
+           (lowest, about 0.5, at the question's 'is').
            Line 1's list of earlier facts is often wrong: the layer-3 residual keeps the
            current sentence far better than the facts before it, and the score hardly
            moves, because the token and the phrase carry most of the variance. Line 3

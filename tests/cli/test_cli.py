@@ -51,6 +51,7 @@ def test_demo_prints_a_table(capsys):
     # What the demo's guide promises: fve_nrm about 0.8 to 1 at most positions (the task
     # baseline), and the last position's line 3 names the answer the subject gives.
     assert sum(fve >= 0.8 for _, fve, _ in rows) >= 0.6 * len(rows)
+    assert min(fve for _, fve, _ in rows) >= 0.45, "the guide's floor (the question's 'is')"
     *facts, question = DEFAULT_TEXT.split(". ")
     animal = question.split()[1]
     answer = next(f.split()[-1] for f in facts if f.split()[1] == animal)  # river
