@@ -14,7 +14,11 @@ the pairs:
 A row's first segment is its first line; a one-line explanation's first segment is
 also its last, and waits for the end (so the first ratio needs multi-line explanations).
 
-    python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 9]
+The default vectors are the toy's random-text residuals (as bench_av's); ``--vectors task``
+takes one position of each of ``toy.tasks()``'s clean prompts instead, whose first lines
+(the facts listed so far) differ far more from row to row.
+
+    python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 9] [--vectors task]
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ FIRST_GOAL = 0.40  # last row's first segment / whole explain, at most
 TOTAL_GOAL = 1.2  # streaming to the end / explain, at most
 
 
+def task_vectors(ck: toy.ToyCheckpoints, layer: int, n: int) -> torch.Tensor:
+    """Layer-K residuals at one seeded position (>= 1) of each of n toy.tasks() prompts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ck.subject))
+    subject = AutoModelForCausalLM.from_pretrained(str(ck.subject), dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    out = []
+    with torch.inference_mode():
+        for pair in toy.tasks(n):
+            ids = tok(pair.clean, return_tensors="pt")["input_ids"]
+            hs = subject(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+            out.append(hs[0, int(torch.randint(1, ids.shape[1], (1,), generator=g))])
+    return torch.stack(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -45,10 +65,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--vectors", choices=("random", "task"), default="random")
     args = ap.parse_args()
     ck = toy.checkpoints()
     nla = NLA.from_pretrained(ck.av, ck.ar, device="cpu", dtype=torch.float32)
-    vectors = toy_vectors(ck, nla.layer, args.n)
+    make = toy_vectors if args.vectors == "random" else task_vectors
+    vectors = make(ck, nla.layer, args.n)
     common = {"max_new_tokens": args.max_new_tokens, "batch_size": args.n}
     nla.explain(vectors[:2], progress=False, **common)  # warm-up
     list(nla.explain_stream(vectors[:2], **common))
@@ -84,9 +106,15 @@ def main() -> int:
     first_ratio = statistics.median(f / w for f, w in zip(t_first, t_explain, strict=True))
     total_ratio = statistics.median(t / w for t, w in zip(t_total, t_explain, strict=True))
     med = statistics.median
-    print(f"bench_stream: toy pair (d={nla.d_model}), {args.n} vectors, greedy, "
+    print(f"bench_stream: toy pair (d={nla.d_model}), {args.n} {args.vectors} vectors, greedy, "
           f"max_new_tokens={args.max_new_tokens}, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads, {statistics.fmean(segments):.1f} lines per explanation")  # fmt: skip
+    # each distinct text runs through the AR once (Reconstructor.reconstruct): say how much
+    # of each prefix call that leaves, since it is part of what the ratios measure
+    lines = [e.text.splitlines() for e in whole]
+    distinct = [len({"\n".join(ls[:j]) for ls in lines}) for j in (1, 2)]
+    print(f"distinct AR prefixes among the {args.n} rows: line 1 {distinct[0]}, lines 1-2 "
+          f"{distinct[1]}, whole {len({e.text for e in whole})} (each scored once)")  # fmt: skip
     print(f"{'path':<52} {'seconds':>8}")
     print(f"{'explain (whole call)':<52} {med(t_explain):8.3f}")
     print(f"{'explain_stream: first segment of every row':<52} {med(t_first):8.3f}")

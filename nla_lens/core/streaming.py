@@ -73,8 +73,12 @@ __all__ = [
     "stream_rows",
 ]
 
-#: Segments completed mid-decode wait at most this many decode steps for company in an AR batch.
+#: Segments completed mid-decode wait at most this many decode steps for company in an AR
+#: batch: a row's first segment (the first score a reader sees) ``SCORE_WAIT_STEPS``, later
+#: ones ``LATER_WAIT_STEPS``. An AR call costs about the same for 3 prefixes as for 30 on a
+#: small model, so later segments, whose text is already shown, wait for more company.
 SCORE_WAIT_STEPS = 4
+LATER_WAIT_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,8 @@ class _Stream:
             self.waited = 0
             return [], []
         self.waited += 1
-        if not force and self.waited < SCORE_WAIT_STEPS:
+        first = any(x[1] == 0 for x in self.pending)
+        if not force and self.waited < (SCORE_WAIT_STEPS if first else LATER_WAIT_STEPS):
             waiting = {x[0] for x in self.pending}
             running = [r for r in range(*self.chunk) if not self.rows[r].cancelled]
             if any(r not in waiting for r in running):

@@ -211,6 +211,57 @@ def test_a_last_line_closed_after_its_newline_is_scored_with_the_row(
     assert cut.text == "the first line\nthe second line" and cut.cut_short == (step == 3)
 
 
+class RowScriptsStream:
+    """One script per row, one character a step; ``log["step"]`` is the step just sent."""
+
+    def __init__(self, scripts: list[str], log: dict) -> None:
+        self.scripts, self.log = scripts, log
+
+    def __iter__(self):
+        for step in range(1, max(len(s) for s in self.scripts) + 1):
+            self.log["step"] = step
+            yield [
+                DecodeUpdate(r, s[:step], GenerationOutput(s) if step == len(s) else None)
+                for r, s in enumerate(self.scripts)
+                if step <= len(s)
+            ]
+
+    def cancel(self, rows):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_first_segments_are_scored_sooner_than_later_ones(nla, vectors, monkeypatch):
+    """A segment completed mid-decode waits for company in an AR batch while another row
+    is still writing: a row's first segment at most SCORE_WAIT_STEPS steps, a later one at
+    most LATER_WAIT_STEPS (its text is already shown; an AR call costs about the same for
+    few prefixes as for many)."""
+    from nla_lens.core import streaming
+
+    fast = "<explanation>ab\ncdefgh\nij</explanation>"
+    slow = "<explanation>" + "k" * 40 + "\nlm</explanation>"
+    log: dict = {}
+
+    class Backend(ScriptedBackend):
+        def stream(self, embeds, params):
+            return RowScriptsStream([fast, slow], log)
+
+    monkeypatch.setattr(nla.av, "backend", Backend())
+    scored = {
+        (e.row, e.index): log["step"]
+        for e in nla.explain_stream(vectors[:2])
+        if isinstance(e, SegmentScored)
+    }
+    tag = len("<explanation>")
+    line1, line2 = tag + 3, tag + 3 + 7  # the steps that send each line's newline
+    assert scored[(0, 0)] - line1 == streaming.SCORE_WAIT_STEPS - 1
+    assert scored[(0, 1)] - line2 == streaming.LATER_WAIT_STEPS - 1
+    assert streaming.LATER_WAIT_STEPS > streaming.SCORE_WAIT_STEPS
+    assert (1, 0) in scored and (0, 2) in scored  # every segment is scored in the end
+
+
 def test_scripted_stop_function(nla, vectors, scripted):
     calls = []
 
