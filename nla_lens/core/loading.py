@@ -36,6 +36,7 @@ __all__ = [
     "resolve_checkpoint",
     "shared_tokenizer",
     "tokenizer_hash",
+    "tokenizer_kind",
 ]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -245,7 +246,7 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-_TOKENIZERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_TOKENIZERS: weakref.WeakValueDictionary[tuple[str, str], Any] = weakref.WeakValueDictionary()
 
 
 def tokenizer_hash(path: Path) -> str:
@@ -267,8 +268,9 @@ def load_tokenizer(path: Path) -> Any:
 
     Parsed once per content: the AV, the AR and a subject of the same base model ship
     identical tokenizer files, and while one of them holds the tokenizer the others get
-    the same object (compared by :func:`tokenizer_hash`). nla_lens never mutates a
-    tokenizer; one you change yourself is changed for every holder.
+    the same object (compared by :func:`tokenizer_hash` and :func:`tokenizer_kind`, since
+    transformers may build another class from the same files for another model type).
+    nla_lens never mutates a tokenizer; one you change yourself is changed for every holder.
     """
     from transformers import AutoTokenizer
 
@@ -279,7 +281,7 @@ def load_tokenizer(path: Path) -> Any:
             f"{path}: no tokenizer files (none of {', '.join(files)}); without the checkpoint's "
             "own tokenizer the prompt cannot be built. Re-download the full checkpoint."
         )
-    key = tokenizer_hash(path)
+    key = (tokenizer_hash(path), tokenizer_kind(path))
     shared = _TOKENIZERS.get(key)
     if shared is not None:
         return shared
@@ -301,6 +303,42 @@ def load_tokenizer(path: Path) -> Any:
     with contextlib.suppress(TypeError):  # a tokenizer class that refuses weak references
         _TOKENIZERS[key] = tok
     return tok
+
+
+def tokenizer_kind(path: Path) -> str:
+    """The tokenizer class the checkpoint's files load as, as far as it can be told before
+    loading: the generic fast class where tokenizer_config.json names it (see
+    :func:`load_tokenizer`), else the class transformers maps config.json's model type to
+    (``gemma3`` and ``gemma3_text`` both map to GemmaTokenizer, ``qwen2`` to
+    Qwen2Tokenizer), else the class tokenizer_config.json names, else ``"auto"``."""
+    if _declares_generic_fast(path):
+        return "PreTrainedTokenizerFast"
+    mapped = _mapped_class(_read_json(path / "config.json").get("model_type"))
+    if mapped:
+        return mapped
+    declared = _read_json(path / "tokenizer_config.json").get("tokenizer_class")
+    return declared if isinstance(declared, str) and declared else "auto"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # absent or broken: the load that follows reports it
+    return data if isinstance(data, dict) else {}
+
+
+def _mapped_class(model_type: Any) -> str | None:
+    if not isinstance(model_type, str):
+        return None
+    try:
+        from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+    except ImportError:  # another transformers layout: the model type stands for its class
+        return f"model_type:{model_type}"
+    names = TOKENIZER_MAPPING_NAMES.get(model_type)
+    if isinstance(names, (tuple, list)):  # transformers 4: (slow, fast)
+        names = "/".join(str(n) for n in names if n)
+    return str(names) if names else None
 
 
 def _declares_generic_fast(path: Path) -> bool:

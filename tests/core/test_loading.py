@@ -92,3 +92,34 @@ def test_not_a_checkpoint_name(tmp_path):
         loading.resolve_checkpoint(tmp_path / "file.txt")
     with pytest.raises(CheckpointNotFoundError, match="not a Hugging Face id"):
         loading.resolve_checkpoint("no such thing")
+
+
+def test_one_tokenizer_object_per_files_and_class(toy, tmp_path):
+    """The same tokenizer files load as one object for every checkpoint whose model type
+    maps to the same tokenizer class (gemma3 and gemma3_text: GemmaTokenizer), and as
+    another for a model type transformers builds another class for (qwen2), so a cached
+    object of the wrong class is never handed out."""
+    import json
+
+    dirs = {}
+    for model_type in ("gemma3", "gemma3_text", "qwen2"):
+        d = tmp_path / model_type
+        d.mkdir()
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(toy.av / name, d / name)
+        config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+        config["tokenizer_class"] = "GemmaTokenizer"  # not the generic class: AutoTokenizer picks
+        (d / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+        (d / "config.json").write_text(json.dumps({"model_type": model_type}), encoding="utf-8")
+        dirs[model_type] = d
+    assert len({loading.tokenizer_hash(d) for d in dirs.values()}) == 1  # same files
+    kinds = {t: loading.tokenizer_kind(d) for t, d in dirs.items()}
+    assert kinds == {
+        "gemma3": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer", "qwen2": "Qwen2Tokenizer",
+    }  # fmt: skip
+    gemma, text, qwen = (loading.load_tokenizer(d) for d in dirs.values())
+    assert gemma is text
+    assert qwen is not gemma and type(qwen).__name__ != type(gemma).__name__
+    # the shipped toy names the generic fast class: one object whatever the model type
+    assert loading.tokenizer_kind(toy.av) == "PreTrainedTokenizerFast"
+    assert loading.load_tokenizer(toy.av) is loading.load_tokenizer(toy.ar)
