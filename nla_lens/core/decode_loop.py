@@ -41,7 +41,7 @@ class LoopBackend(Protocol):
     def eos_ids(self) -> Any: ...
     @property
     def share_prefix(self) -> bool: ...
-    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any: ...
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor) -> Any: ...
     def _finish(self, ids: list[int], params: Sampling) -> Any: ...
 
 
@@ -133,11 +133,7 @@ class LocalDecodeStream:
         gens = self._generators(n, device)
         keep_logits = _logits_to_keep(model)
         with torch.inference_mode():
-            shared = (
-                b._shared_prefix_cache(embeds, mask, params.max_new_tokens)
-                if b.share_prefix
-                else None
-            )
+            shared = b._shared_prefix_cache(embeds, mask) if b.share_prefix else None
         first: Tensor | None = None  # the first step's logits, where the prefill gave them
         if shared is None:
             from transformers import DynamicCache

@@ -101,7 +101,7 @@ class LocalBackend:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
 
-    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor, max_new_tokens: int) -> Any:
+    def _shared_prefix_cache(self, embeds: Tensor, mask: Tensor) -> Any:
         """A KV cache of the prompts, their shared prefix computed once.
 
         AV prompts differ only from the injected row on, so the ~90% of the prompt
@@ -110,7 +110,7 @@ class LocalBackend:
         model allows it (:mod:`.shared_prefix`) the prefix is also *kept* once and
         attended to by all rows together (while the sequence fits the model's sliding
         window: the decode loop converts the cache to a plain one when it grows past, so
-        ``max_new_tokens`` does not decide it); otherwise its cache is repeated per row.
+        the decode's length does not decide it); otherwise its cache is repeated per row.
         Returns ``None`` when nothing is shared; else ``(cache, False)``, a cache of the
         prefix repeated per row (the decode loop feeds the rest of the prompt), or
         ``(cache, True, logits)``: the whole prompt cached, the prefix once, and the

@@ -174,7 +174,7 @@ def test_shared_prefix_cache_changes_nothing(nla, toy_residuals):
     shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
     plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
     assert (
-        shared._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long), 20)
+        shared._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long))
         is not None
     )
     assert [o.text for o in shared.generate(embeds, params)] == [

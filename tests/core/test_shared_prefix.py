@@ -62,7 +62,7 @@ def test_logits_match_plain_attention(model_type, toy):
     with torch.inference_mode():
         full = model(inputs_embeds=embeds).logits[:, -1]
         then = model(inputs_embeds=torch.cat([embeds, step], dim=1)).logits[:, -1]
-        made = backend._shared_prefix_cache(embeds, torch.ones(n, t, dtype=torch.long), 8)
+        made = backend._shared_prefix_cache(embeds, torch.ones(n, t, dtype=torch.long))
         assert made is not None
         cache, cascade, first = made
         assert cascade, f"{model_type}: shared-prefix attention not used"
@@ -101,7 +101,7 @@ def test_toy_av_uses_it_and_decodes_are_unchanged(nla, toy_residuals):
     shared = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=True)
     plain = LocalBackend(nla.av.model, nla.av.tokenizer, share_prefix=False)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long)
-    made = shared._shared_prefix_cache(embeds, mask, 20)
+    made = shared._shared_prefix_cache(embeds, mask)
     assert made is not None and made[1]
     for params in (
         Sampling(max_new_tokens=20),
@@ -121,7 +121,7 @@ def test_falls_back_past_a_sliding_window(toy):
     embeds = shared_batch(model.config.hidden_size)
     assert not shared_prefix.supports(model, embeds.shape[1] + 8)
     backend = LocalBackend(model, tok)
-    made = backend._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long), 8)
+    made = backend._shared_prefix_cache(embeds, torch.ones(embeds.shape[:2], dtype=torch.long))
     assert made is not None and made[1] is False
     params = Sampling(max_new_tokens=8)
     plain = LocalBackend(model, tok, share_prefix=False)
@@ -207,7 +207,7 @@ def test_text_view_of_a_multimodal_model(toy):
     tok = load_tokenizer(toy.av)
     embeds = shared_batch(model.config.hidden_size, n=4, k=2) * 0.1
     made = LocalBackend(model, tok)._shared_prefix_cache(
-        embeds, torch.ones(embeds.shape[:2], dtype=torch.long), 8
+        embeds, torch.ones(embeds.shape[:2], dtype=torch.long)
     )
     assert made is not None and made[1]
     params = Sampling(max_new_tokens=8)
