@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .explorer import Explorer, NotGivenError, make_explorer
-from .stream import event_message, event_stream, fallback_stream, messages
+from .stream import event_message, event_stream, messages
 from .views import View, patching_grid, view_from_model, view_from_table, view_from_transcript
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ __all__ = [
     "event_message",
     "event_stream",
     "explorer_widget",
-    "fallback_stream",
     "make_explorer",
     "messages",
     "patching_grid",

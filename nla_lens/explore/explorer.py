@@ -17,9 +17,10 @@ from typing import Any
 
 from ..core.pair import NLAPair
 from ..core.sampling import Sampling
+from ..core.streaming import check_stop
 from ..errors import ExplorerError, NLAError
 from ..experiments.flagged import why_unexplainable
-from .stream import Stop, _check_stop, messages
+from .stream import Stop, messages
 from .views import (
     TABLE_SUFFIXES,
     View,
@@ -76,7 +77,7 @@ class Explorer:
     ) -> None:
         self.nla = nla
         self.sampling = Sampling.of(sampling)
-        self.stop = _check_stop(stop)
+        self.stop = check_stop(stop)
         self._views: dict[str, View] = {}
         for v in views:
             if v.name in self._views:

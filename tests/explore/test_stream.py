@@ -1,5 +1,4 @@
-"""The explorer's stream adapter: nla.explain_stream when the pair has it, else the fallback
-(one explain call, its lines replayed as scored segments); both give the same messages."""
+"""The explorer's stream adapter: nla.explain_stream's events as the front end's messages."""
 
 from __future__ import annotations
 
@@ -8,9 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from nla_lens.core.explanation import Explanation
-from nla_lens.errors import ExplorerError, NLAError
-from nla_lens.explore import event_message, event_stream, fallback_stream, messages
-from nla_lens.explore.stream import split_lines
+from nla_lens.errors import ExplorerError, NLAError, SamplingError
+from nla_lens.explore import Explorer, event_message, event_stream, messages
 from nla_lens.toy import read_explanation
 
 pytestmark = pytest.mark.integration
@@ -21,40 +19,24 @@ def vectors(toy_residuals):
     return toy_residuals[0][:3].float()
 
 
-def test_fallback_run_to_the_end_equals_explain(nla, vectors):
-    events = list(fallback_stream(nla, vectors))
-    finished = [e for e in events if type(e).__name__.endswith("RowFinished")]
-    want = nla.explain(vectors)
-    assert [f.explanation.text for f in finished] == want.texts
-    assert [f.explanation.cos for f in finished] == [e.cos for e in want]
-    assert not any(f.cut_short for f in finished)
-    for f in finished:  # the last segment's prefix is the whole explanation, scored the same
-        segs = [e for e in events if type(e).__name__.endswith("SegmentScored") and e.row == f.row]
-        assert segs and segs[-1].prefix == f.explanation.text
-        assert segs[-1].cos == pytest.approx(f.explanation.cos, abs=1e-5)
-        assert segs[-1].baseline_label == nla.baseline.label
-
-
-def test_segments_are_lines_and_stop_after_one_is_flagged(nla, vectors, monkeypatch):
-    assert split_lines("a\n\n b \nc") == ["a", " b ", "c"]
-    three = [Explanation("one\ntwo\nthree", "raw", False, index=0)]  # as the new toy writes
-    monkeypatch.setattr(nla, "explain", lambda v, sampling=None: three)
-    events = list(fallback_stream(nla, vectors[:1], stop=1))
-    assert [type(e).__name__ for e in events] == [
-        "FallbackTextDelta", "FallbackSegmentScored", "FallbackRowFinished"
-    ]  # fmt: skip
-    assert events[-1].cut_short and events[-1].explanation.text == "one"
-    assert events[-1].explanation.cos == events[1].cos  # the cut row carries its prefix's score
-    full = list(fallback_stream(nla, vectors[:1], stop=lambda segs: False))
-    assert [e.delta for e in full if hasattr(e, "delta")] == ["one", "\ntwo", "\nthree"]
-    assert not full[-1].cut_short
-
-
-@pytest.mark.parametrize("stop", [0, -1, True, "2", 1.5])
+@pytest.mark.parametrize("stop", [0, -1, True, "2", 1.5, lambda: True])
 def test_bad_stop_is_refused(nla, vectors, stop):
-    with pytest.raises(ExplorerError, match="stop must be"):
-        list(fallback_stream(nla, vectors, stop=stop))
-    assert issubclass(ExplorerError, NLAError)
+    """The explorer checks stop= as explain_stream does, when it is made (not at a click)."""
+    with pytest.raises(SamplingError, match="stop"):
+        Explorer(nla, stop=stop)
+    with pytest.raises(SamplingError, match="stop"):
+        list(event_stream(nla, vectors, stop=stop))
+    assert issubclass(SamplingError, NLAError)
+
+
+def test_stop_after_one_segment_gives_the_first_line_flagged(nla, vectors):
+    out = list(messages(nla, vectors[0], 4, stop=1))
+    whole = nla.explain(vectors[:1])[0].text
+    segments = [m for m in out if m["type"] == "segment"]
+    assert [m["segment_index"] for m in segments] == [0]
+    assert out[-1]["type"] == "finished" and out[-1]["cut_short"] is True
+    assert out[-1]["text"] == whole.splitlines()[0] and len(whole.splitlines()) == 3
+    assert all(m["index"] == 4 for m in out)
 
 
 @dataclass(frozen=True)
