@@ -379,24 +379,95 @@ def test_av_closes_on_chat_template_tokens(toy, tok):
 @pytest.mark.slow
 def test_base_build_is_deterministic(toy, tmp_path):
     """Building the tokenizer and the subjects twice (a short training run) gives the same
-    bytes; with NLA_LENS_TOY_FULL_REBUILD=1 the full subject build gives the shipped bytes."""
+    bytes, on 2 threads (the build's) as on 1; with NLA_LENS_TOY_FULL_REBUILD=1 the full
+    subject build gives the shipped bytes (on the kind of CPU that built them)."""
     import dataclasses
     import os
 
-    from nla_lens.toy.build import BuildConfig, build_base
+    from nla_lens.toy.build import SUBJECT_THREADS, BuildConfig, build_base
+    from nla_lens.toy.subject import build_subject
+    from nla_lens.toy.tokenizer import build_tokenizer
     from nla_lens.toy.train import TrainConfig
 
     if os.environ.get("NLA_LENS_TOY_FULL_REBUILD") == "1":
         build_base(tmp_path / "a")
         reference = toy.root
     else:
+        # batch 64 as in the build: big enough that the kernels split work across threads
         short = dataclasses.replace(
-            BuildConfig(), subject=TrainConfig(steps=3, batch_size=8, lr=3e-3, warmup=1, seed=3)
+            BuildConfig(),
+            subject_task=600,
+            subject_random=120,
+            subject_chat=90,
+            subject=TrainConfig(steps=6, batch_size=64, lr=3e-3, warmup=1, seed=3),
         )
+        assert SUBJECT_THREADS == 2
         build_base(tmp_path / "a", cfg=short)
-        build_base(tmp_path / "b", cfg=short)
+        build_base(tmp_path / "b", cfg=short, threads=1)
         reference = tmp_path / "b"
+        initial = build_subject(build_tokenizer(), short.seed).state_dict()
+        trained = load_file(str(tmp_path / "a" / "subject" / "model.safetensors"))
+        assert all(not torch.equal(v, initial[k]) for k, v in trained.items()), (
+            "every weight must move (else equal bytes prove little)"
+        )
     for name in ("subject", "subject_multimodal"):
         for f in sorted((reference / name).iterdir()):
             rebuilt = tmp_path / "a" / name / f.name
             assert rebuilt.read_bytes() == f.read_bytes(), f"{name}/{f.name} differs"
+
+
+@pytest.mark.slow
+def test_the_av_gives_the_same_bytes_when_it_takes_a_second_thread(toy):
+    """The build runs the AV on one thread beside the AR, then on two once the AR is
+    done: a short AV run that switches midway gives the bytes of one on a single thread.
+    (The AR's kernels do not keep their bytes across thread counts, so it keeps one.)"""
+    import dataclasses
+
+    from nla_lens.toy.build import BuildConfig, _chats, _deterministic, _generic, _tasks, load_saved
+    from nla_lens.toy.recipe import av_prompt
+    from nla_lens.toy.residuals import concat
+    from nla_lens.toy.targets import Targets
+    from nla_lens.toy.train import make_av, train_av
+
+    tok, subject, _av, _ar, _head, scale, _mse = load_saved(toy.root)
+    cfg = dataclasses.replace(BuildConfig().av, steps=6)
+    weights = []
+    with _deterministic():
+        data = concat(
+            _generic(subject, tok, 128, 32, 2, False), _chats(subject, tok, 64, 4),
+            _tasks(subject, tok, 128, 7),
+        )  # fmt: skip
+        for threads in (lambda: 1, iter([1, 1, 1, 2, 2, 2]).__next__):
+            av = make_av(subject)
+            train_av(av, Targets(tok), av_prompt(tok), data, scale, cfg, threads)
+            weights.append([p.detach().clone() for p in av.parameters()])
+        assert torch.get_num_threads() == 2  # the switch happened
+    start = [p.detach() for p in make_av(subject).parameters()]
+    assert all(not torch.equal(a, s) for a, s in zip(weights[0], start, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+@pytest.mark.slow
+def test_measuring_gives_the_same_figures_on_one_thread_or_two(toy, tmp_path):
+    """The build measures on two threads: quality.json is the one a single thread writes
+    (a small held-out set here; the full build's quality.json is the shipped one)."""
+    import dataclasses
+    import shutil
+
+    from nla_lens.toy.build import BuildConfig, measure
+
+    cfg = dataclasses.replace(
+        BuildConfig(),
+        heldout_sequences=48,
+        chat_heldout_sequences=2,
+        task_heldout_prompts=3,
+        world_pairs=6,
+    )
+    figures = []
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        for name in ("subject", "av", "ar"):
+            shutil.copytree(getattr(toy, name), out / name)
+        measure(out, cfg, threads=threads)
+        figures.append((out / "quality.json").read_bytes())
+    assert figures[0] == figures[1]

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,13 +76,21 @@ class BuildConfig:
     )
 
 
+#: Threads of the measuring (the same quality.json on 1 or 2 threads for the shipped pair).
+MEASURE_THREADS = 2
+#: Threads of the subject's training: its steps give the same bytes on 1 or 2 threads
+#: (checked by tests/test_toy_build.py on a short run, and by the full build giving the
+#: shipped bytes), so the subject uses both cores while nothing else runs.
+SUBJECT_THREADS = 2
+
+
 @contextmanager
-def _deterministic() -> Iterator[None]:
-    """Deterministic kernels on one thread: same bytes whatever the core count, and no
-    OpenMP spin-wait collapse when the cores are shared."""
+def _deterministic(threads: int = 1) -> Iterator[None]:
+    """Deterministic kernels on ``threads`` threads (one by default: no OpenMP spin-wait
+    collapse when the AV and the AR share the cores)."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
@@ -94,12 +102,12 @@ _PARTS = ("subject", "subject_multimodal", "av", "ar")
 
 
 def build_base(
-    out: Path, seed: int = 0, cfg: BuildConfig | None = None
+    out: Path, seed: int = 0, cfg: BuildConfig | None = None, threads: int = SUBJECT_THREADS
 ) -> tuple[PreTrainedTokenizerFast, Gemma3ForCausalLM]:
     """Tokenizer, subject (trained on the toy task, random text and chats) and its
-    multimodal twin; saved under ``out``."""
+    multimodal twin; saved under ``out``. ``threads`` does not change the bytes."""
     cfg = cfg or BuildConfig(seed=seed)
-    with _deterministic():
+    with _deterministic(threads):
         tokenizer = build_tokenizer()
         subject = build_subject(tokenizer, seed)
         corpus, queries = subject_corpus(
@@ -193,6 +201,23 @@ def build(out: Path, cfg: BuildConfig | None = None) -> Quality:
     return measure(out, cfg)
 
 
+#: Set in each training worker of :func:`train_parallel`: the AR worker sets it when the
+#: AR is saved, and the AV then runs on :data:`AV_THREADS` threads (its steps give the
+#: same bytes on one thread or two; the AR's do not, so it keeps one).
+_AR_DONE: Any = None
+AV_THREADS = 2
+
+
+def _init_worker(ar_done: Any) -> None:
+    global _AR_DONE
+    _AR_DONE = ar_done
+
+
+def _av_threads() -> int:
+    """The AV's threads now: one while the AR trains beside it, then both cores."""
+    return AV_THREADS if _AR_DONE is None or _AR_DONE.is_set() else 1
+
+
 def _train_one(out: Path, cfg: BuildConfig, part: str) -> str:
     """One part (``"av"`` or ``"ar"``) on the saved subject: the work of one process."""
     from transformers import AutoModelForCausalLM
@@ -200,20 +225,27 @@ def _train_one(out: Path, cfg: BuildConfig, part: str) -> str:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{part}] %(message)s")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "subject"))
     subject = AutoModelForCausalLM.from_pretrained(str(out / "subject"), dtype=torch.float32)
-    train_pair(out, cfg, tokenizer, subject.eval(), (part,))
+    train_pair(out, cfg, tokenizer, subject.eval(), (part,), av_threads=_av_threads)
+    if part == "ar" and _AR_DONE is not None:
+        _AR_DONE.set()
     return part
 
 
 def train_parallel(out: Path, cfg: BuildConfig, parts: tuple[str, ...] = ("av", "ar")) -> None:
     """Train the AV and the AR at once, one single-threaded process each (the same bytes
-    as one after the other: each samples the same seeded data from the saved subject)."""
+    as one after the other: each samples the same seeded data from the saved subject);
+    once the AR is saved the AV takes both cores (see :data:`AV_THREADS`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     if len(parts) == 1:
         _train_one(out, cfg, parts[0])
         return
-    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    ar_done = ctx.Event()
+    with ProcessPoolExecutor(
+        len(parts), mp_context=ctx, initializer=_init_worker, initargs=(ar_done,)
+    ) as pool:
         for done in pool.map(_train_one, [out] * len(parts), [cfg] * len(parts), parts):
             log.info("%s trained", done)
 
@@ -224,8 +256,10 @@ def train_pair(
     tokenizer: PreTrainedTokenizerFast,
     subject: Gemma3ForCausalLM,
     parts: tuple[str, ...] = ("av", "ar"),
+    av_threads: Callable[[], int] | None = None,
 ) -> None:
-    """Sample the subject's residuals, train and save the AV and/or the AR under ``out``."""
+    """Sample the subject's residuals, train and save the AV and/or the AR under ``out``
+    (the AV on ``av_threads()`` threads, asked at every step; one by default)."""
     with _deterministic():
         prompt = av_prompt(tokenizer)
         mse_scale = math.sqrt(D_MODEL)
@@ -247,7 +281,7 @@ def train_pair(
         if "av" in parts:
             log.info("training the AV")
             av = make_av(subject)
-            train_av(av, targets, prompt, data, injection_scale, cfg.av)
+            train_av(av, targets, prompt, data, injection_scale, cfg.av, av_threads)
             av.eval()
             _save(av, tokenizer, out / "av")
             write_sidecar(
@@ -309,11 +343,11 @@ def load_saved(out: Path) -> tuple[Any, ...]:
     )
 
 
-def measure(out: Path, cfg: BuildConfig | None = None) -> Quality:
+def measure(out: Path, cfg: BuildConfig | None = None, threads: int = MEASURE_THREADS) -> Quality:
     """Measure the checkpoints saved under ``out`` (as :func:`build` does after training)
     and write ``quality.json``."""
     cfg = cfg or BuildConfig()
-    with _deterministic():
+    with _deterministic(threads):
         log.info("measuring the round trip on held-out residuals and the task")
         tokenizer, subject, av, ar, head, injection_scale, mse_scale = load_saved(out)
         prompt = av_prompt(tokenizer)

@@ -236,11 +236,16 @@ def train_av(
     data: Residuals,
     injection_scale: float,
     cfg: TrainConfig,
+    threads: Callable[[], int] | None = None,
 ) -> float:
     """Teacher-forced SFT; loss on the target tokens only (the three-line explanation in
     its canonical phrasing, continuations drawn afresh from the subject's distribution
     where it is unsure; right-padded, padding ignored). Returns the final running
-    accuracy (whole target right)."""
+    accuracy (whole target right).
+
+    ``threads`` is asked before every step how many threads to run on (the build gives
+    the AV both cores once the AR is done): its kernels give the same bytes on one
+    thread or two, so the answer changes the time, not the weights."""
     gen = torch.Generator().manual_seed(cfg.seed)
     pools, chance = _mixture(data, MIXTURE)
     n_prompt = len(prompt.ids)
@@ -250,6 +255,9 @@ def train_av(
     acc = 0.0
     bar = tqdm(range(cfg.steps), desc="AV SFT", leave=False)
     for step in bar:
+        if threads is not None and (n := threads()) != torch.get_num_threads():
+            torch.set_num_threads(n)
+            log.info("AV: %d thread(s) from step %d", n, step)
         idx = _draw_rows(pools, chance, cfg.batch_size, gen)
         rows = [targets.av_ids(data, int(i), gen) for i in idx]
         width = max(len(r) for r in rows)
