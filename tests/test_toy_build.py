@@ -471,3 +471,23 @@ def test_measuring_gives_the_same_figures_on_one_thread_or_two(toy, tmp_path):
         measure(out, cfg, threads=threads)
         figures.append((out / "quality.json").read_bytes())
     assert figures[0] == figures[1]
+
+
+def test_compare_to_reports_which_built_files_differ(tmp_path, capsys):
+    """`python -m nla_lens.toy build --compare-to DIR` checks the bytes of a build."""
+    from nla_lens.toy.__main__ import _compare
+
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    for d in (out, ref):
+        (d / "av").mkdir(parents=True)
+        (d / "av" / "config.json").write_text("{}")
+        (d / "quality.json").write_text('{"accuracy": 0.855}')
+    assert _compare(out, None) == 0 and capsys.readouterr().out == ""
+    assert _compare(out, ref) == 0
+    assert "2 of 2 built files equal" in capsys.readouterr().out
+    (out / "quality.json").write_text('{"accuracy": 0.79}')
+    assert _compare(out, ref) == 1
+    printed = capsys.readouterr().out
+    assert "1 of 2 built files equal" in printed and "differs: quality.json" in printed
+    assert "kind of CPU" in printed
+    assert _compare(out, tmp_path / "missing") == 2

@@ -1,4 +1,5 @@
-"""``python -m nla_lens.toy build [--out DIR] [--parts subject,av,ar]``: build the toy NLA pair."""
+"""``python -m nla_lens.toy build [--out DIR] [--parts subject,av,ar] [--compare-to DIR]``:
+build the toy NLA pair (and check its bytes against another build, e.g. the shipped one)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=0, help="base seed (default 0: the shipped toy)"
     )
     build_p.add_argument(
+        "--compare-to",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after building, compare every file with the same file under DIR (e.g. the shipped "
+        f"{DEFAULT_DIR}); exit 1 if any differs",
+    )
+    build_p.add_argument(
         "--parts",
         default=",".join(_PARTS),
         help="what to (re)build: subject,av,ar (default all; av/ar alone reuse the saved subject)",
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         train_parallel(args.out, cfg, pair)
     if not all((args.out / p / "config.json").is_file() for p in ("av", "ar")):
         print(f"built {', '.join(parts)} in {args.out} in {time.perf_counter() - start:.0f} s")
-        return 0
+        return _compare(args.out, args.compare_to)
     q = measure(args.out, cfg)
     print(
         f"built {', '.join(parts)} of the toy NLA pair in {args.out} in {time.perf_counter() - start:.0f} s"
@@ -70,7 +79,31 @@ def main(argv: list[str] | None = None) -> int:
         f"steering {q.steer_success:.3f} (next only), {q.steer_full_success:.3f} (edited "
         f"explanation), {q.steer_edit_success:.3f} (edit difference)"
     )
-    return 0
+    return _compare(args.out, args.compare_to)
+
+
+def _compare(out: Path, reference: Path | None) -> int:
+    """Print how many built files equal the same files under ``reference`` (0: all do)."""
+    if reference is None:
+        return 0
+    if not reference.is_dir():
+        print(f"--compare-to {reference}: not a directory")
+        return 2
+    built = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    differ = [
+        r
+        for r in built
+        if not (reference / r).is_file() or (reference / r).read_bytes() != (out / r).read_bytes()
+    ]
+    print(f"{len(built) - len(differ)} of {len(built)} built files equal those in {reference}")
+    for r in differ:
+        print(f"  differs: {r}")
+    if differ:
+        print(
+            "  (the build gives the same bytes run to run on one kind of CPU; another kind of "
+            "CPU rounds differently and training amplifies it: see the README, 'Building')"
+        )
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":
