@@ -1,8 +1,13 @@
 """Build the toy NLA pair: subject (plain + multimodal), AV, AR, quality figures.
 
 Deterministic: every random draw comes from a seeded generator, data order is
-fixed, and the sidecars hold no timestamps. ``python -m nla_lens.toy build``
-(``--parts av,ar`` retrains the pair on the saved subject).
+fixed, the sidecars hold no timestamps, and the thread counts are fixed (two where
+two give the bytes of one: the subject, the AV once the AR is done, the measuring).
+``python -m nla_lens.toy build`` (``--parts av,ar`` retrains the pair on the saved
+subject; ``--compare-to DIR`` checks the bytes against another build). The bytes are
+the same run to run on one kind of CPU, not across kinds: PyTorch's kernels round by
+instruction set (ATen's AVX2 or AVX-512 loops, MKL's GEMM paths) and training
+amplifies the difference (README, "Building").
 """
 
 from __future__ import annotations
