@@ -491,3 +491,33 @@ def test_compare_to_reports_which_built_files_differ(tmp_path, capsys):
     assert "1 of 2 built files equal" in printed and "differs: quality.json" in printed
     assert "kind of CPU" in printed
     assert _compare(out, tmp_path / "missing") == 2
+
+
+@pytest.mark.slow
+def test_the_parallel_schedule_gives_the_bytes_of_one_process(toy, tmp_path):
+    """`train_parallel` (AV and AR in two processes, the AV taking a second thread once the
+    AR is saved) writes the AV and AR that one process on one thread writes (short runs)."""
+    import dataclasses
+    import shutil
+
+    from nla_lens.toy.build import BuildConfig, load_saved, train_pair, train_parallel
+    from nla_lens.toy.train import TrainConfig
+
+    cfg = dataclasses.replace(
+        BuildConfig(),
+        train_sequences=64,
+        chat_train_sequences=32,
+        task_train_sequences=64,
+        av=TrainConfig(steps=10, batch_size=64, lr=2e-3, seed=11),
+        ar=TrainConfig(steps=2, batch_size=64, lr=3e-3, seed=12),
+    )
+    for name in ("a", "b"):
+        shutil.copytree(toy.subject, tmp_path / name / "subject")
+    train_parallel(tmp_path / "a", cfg)
+    tok, subject = load_saved(toy.root)[:2]
+    train_pair(tmp_path / "b", cfg, tok, subject)
+    for f in ("av/model.safetensors", "ar/model.safetensors", "ar/value_head.safetensors"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    shipped = load_file(str(toy.av / "model.safetensors"))
+    short = load_file(str(tmp_path / "a" / "av" / "model.safetensors"))
+    assert any(not torch.equal(v, shipped[k]) for k, v in short.items())

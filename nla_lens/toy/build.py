@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,13 +90,19 @@ MEASURE_THREADS = 2
 SUBJECT_THREADS = 2
 
 
+def _usable(threads: int) -> int:
+    """``threads``, but no more than the machine's cores (the same bytes either way: the
+    counts used here give the bytes of one thread; more would only spin on one core)."""
+    return max(1, min(threads, os.cpu_count() or 1))
+
+
 @contextmanager
 def _deterministic(threads: int = 1) -> Iterator[None]:
-    """Deterministic kernels on ``threads`` threads (one by default: no OpenMP spin-wait
-    collapse when the AV and the AR share the cores)."""
+    """Deterministic kernels on ``threads`` threads, at most one per core (one by default:
+    no OpenMP spin-wait collapse when the AV and the AR share the cores)."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(_usable(threads))
     try:
         yield
     finally:
@@ -220,7 +227,7 @@ def _init_worker(ar_done: Any) -> None:
 
 def _av_threads() -> int:
     """The AV's threads now: one while the AR trains beside it, then both cores."""
-    return AV_THREADS if _AR_DONE is None or _AR_DONE.is_set() else 1
+    return _usable(AV_THREADS) if _AR_DONE is None or _AR_DONE.is_set() else 1
 
 
 def _train_one(out: Path, cfg: BuildConfig, part: str) -> str:
