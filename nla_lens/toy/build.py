@@ -294,6 +294,7 @@ def train_pair(
             log.info("training the AV")
             av = make_av(subject)
             train_av(av, targets, prompt, data, injection_scale, cfg.av, av_threads)
+            torch.set_num_threads(1)  # the AR's steps need one thread for their bytes
             av.eval()
             _save(av, tokenizer, out / "av")
             write_sidecar(
