@@ -248,9 +248,9 @@ def faithfulness_report(
 
     ``explanations`` are :class:`Explanation` objects (paired with ``vectors`` by
     their ``index``) or strings (paired by position). The swap check replaces one
-    random segment with a segment of an unrelated explanation: one of ``donors``,
-    else another explanation in the list with a different text (None when there is
-    none). Shuffling needs two or more segments (None otherwise). ``paraphrase``
+    random segment with a different segment of an unrelated explanation: one of
+    ``donors``, else another explanation in the list with a different text (None when
+    no donor has a segment that differs from the one it would replace). Shuffling needs two or more segments (None otherwise). ``paraphrase``
     maps a text to a paraphrase of it. Randomness is seeded by ``seed``.
     """
     v = as_vector_batch(vectors, nla.d_model)
@@ -266,13 +266,7 @@ def faithfulness_report(
         shuffled.append(_shuffle(segs, seps, rng))
         pool = list(donors) if donors is not None else [t for t in texts if t != texts[i]]
         pool = [t for t in pool if t.strip() and t != texts[i]]
-        if pool and segs:
-            donor_segs = split_segments(rng.choice(pool), unit)
-            new = list(segs)
-            new[rng.randrange(len(segs))] = rng.choice(donor_segs)
-            swapped.append(_join(new, seps))
-        else:
-            swapped.append(None)
+        swapped.append(_swap(segs, seps, pool, unit, rng))
     paraphrased = [paraphrase(t) for t in texts] if paraphrase is not None else [None] * len(texts)
     wanted: list[tuple[str, int]] = []
     for i in range(len(texts)):
@@ -303,6 +297,37 @@ def faithfulness_report(
             )
         )
     return FaithfulnessReport(tuple(out), scorer.metric)
+
+
+def _swap(
+    segs: list[str], seps: list[str], pool: list[str], unit: Unit, rng: random.Random
+) -> str | None:
+    """One random segment replaced by a different segment of a random donor in ``pool``.
+
+    Donors are tried in a random order; the first with a segment that differs from the
+    one it would replace gives the swap, drawn among those (position, segment) choices,
+    so the swapped text always differs from the text (None when no donor can).
+    """
+    if not segs or not pool:
+        return None
+
+    def donors():  # one random donor; the rest in a random order only where it cannot swap
+        yield rng.choice(pool)
+        yield from rng.sample(pool, len(pool))
+
+    for donor in donors():
+        choices = [
+            (k, d)
+            for k in range(len(segs))
+            for d in split_segments(donor, unit)
+            if d.strip() != segs[k].strip()
+        ]
+        if choices:
+            k, d = rng.choice(choices)
+            new = list(segs)
+            new[k] = d
+            return _join(new, seps)
+    return None
 
 
 def _shuffle(segs: list[str], seps: list[str], rng: random.Random) -> str | None:

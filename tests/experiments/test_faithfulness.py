@@ -93,3 +93,19 @@ def test_user_donors_and_explanation_objects(nla, toy_residuals):
     )
     with pytest.raises(VectorError, match="vector rows"):
         nla.faithfulness(exps, v[:1])
+
+
+@pytest.mark.integration
+def test_the_swap_always_changes_the_text(nla, toy_residuals):
+    """Explanations that share most lines (random-text rows all open "random words / no
+    phrase"): the swap takes a donor segment that differs from the one it replaces, so no
+    swap is a no-op; a text whose every donor has only its own segments gets no swap."""
+    v, _ = toy_residuals
+    texts = [f'random words\nno phrase\ntoken "{w}"; next could be any word' for w in "abcdefgh"]
+    report = nla.faithfulness(texts, v[:8])
+    for row in report.rows:
+        assert row.swapped is not None and row.swapped != row.text
+        old, new = row.text.splitlines(), row.swapped.splitlines()
+        assert sum(a != b for a, b in zip(old, new, strict=True)) == 1  # one segment replaced
+    same = nla.faithfulness(["x\nx", "x"], v[:2])
+    assert [r.swapped for r in same.rows] == [None, None]
