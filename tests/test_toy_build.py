@@ -157,7 +157,8 @@ def test_tokenizer_invariants(toy, tok):
         "<image_soft_token>",
     }  # fmt: skip
     explanation = (
-        'facts: cat in house\nreading "the cat is": cat, fact 1\ntoken " is"; next comes in'
+        'facts: 1 so far\nreading "the cat is": cat, fact 2; facts: dog in house\n'
+        'token " is"; next comes in'
     )
     ar_ids = _ids(
         tok(meta["prompt_templates"]["ar"].format(explanation=explanation), add_special_tokens=True)
@@ -261,7 +262,7 @@ def test_quality_json(toy):
     assert q["confident"] == 0.5 and q["next_named"] >= 0.7 and q["next_n"] >= 500
     assert min(q["task_fve_nrm"].values()) >= 0.6 and q["task_token_named"] >= 0.9
     assert q["task_entity_named"] >= 0.7 and q["task_positions"] >= 500
-    # the builder swaps line 1 only (the facts, the least token-bound line); the library's
+    # the builder swaps line 1 only (the context, the least token-bound line); the library's
     # random-line swap is measured in test_toy_explanations.py (goal >= 0.9)
     assert q["prefix_rise"] >= 0.8 and q["swap_lowers"] >= 0.75
     assert q["task_accuracy"] >= 0.9 and q["patch_layer"] <= K

@@ -90,10 +90,11 @@ print("tokens:", tokens)
 # round-trip scores `.mse_nrm`, `.cos` and `.fve_nrm`. One batched AV call,
 # then one batched AR call; greedy decoding by default, so it is reproducible.
 #
-# The toy AV writes three lines, in the order the released AVs use: the context
-# (here, the facts listed so far, or that the text asks about one animal), the
-# phrase being read and the animal it binds to, and the token with what the
-# subject expects next. Three positions in full:
+# The toy AV writes three lines, in the order the released AVs use, the part it
+# reads best first: the context in a few words (how many facts so far, or that the
+# text asks about one animal), the phrase being read and the animal it binds to
+# (then the facts listed so far), and the token with what the subject expects
+# next. Three positions in full:
 
 # %%
 explanations = nla.explain(vectors)
