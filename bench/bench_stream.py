@@ -15,8 +15,9 @@ A row's first segment is its first line; a one-line explanation's first segment 
 also its last, and waits for the end (so the first ratio needs multi-line explanations).
 
 The default vectors are the toy's random-text residuals (as bench_av's); ``--vectors task``
-takes one position of each of ``toy.tasks()``'s clean prompts instead, whose first lines
-(the facts listed so far) differ far more from row to row.
+takes one position of each of ``toy.tasks()``'s clean prompts instead, whose explanations
+differ far more from row to row (line 1 names the kind of sentence and how many facts so
+far, or the animal asked about; the facts themselves close line 2).
 
     python bench/bench_stream.py [--n 32] [--max-new-tokens 200] [--repeats 9] [--vectors task]
 """

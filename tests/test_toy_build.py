@@ -157,7 +157,8 @@ def test_tokenizer_invariants(toy, tok):
         "<image_soft_token>",
     }  # fmt: skip
     explanation = (
-        'facts: cat in house\nreading "the cat is": cat, fact 1\ntoken " is"; next comes in'
+        'facts: 1 so far\nreading "the cat is": cat, fact 2; facts: dog in house\n'
+        'token " is"; next comes in'
     )
     ar_ids = _ids(
         tok(meta["prompt_templates"]["ar"].format(explanation=explanation), add_special_tokens=True)
@@ -261,7 +262,7 @@ def test_quality_json(toy):
     assert q["confident"] == 0.5 and q["next_named"] >= 0.7 and q["next_n"] >= 500
     assert min(q["task_fve_nrm"].values()) >= 0.6 and q["task_token_named"] >= 0.9
     assert q["task_entity_named"] >= 0.7 and q["task_positions"] >= 500
-    # the builder swaps line 1 only (the facts, the least token-bound line); the library's
+    # the builder swaps line 1 only (the context, the least token-bound line); the library's
     # random-line swap is measured in test_toy_explanations.py (goal >= 0.9)
     assert q["prefix_rise"] >= 0.8 and q["swap_lowers"] >= 0.75
     assert q["task_accuracy"] >= 0.9 and q["patch_layer"] <= K
@@ -414,6 +415,39 @@ def test_base_build_is_deterministic(toy, tmp_path):
         for f in sorted((reference / name).iterdir()):
             rebuilt = tmp_path / "a" / name / f.name
             assert rebuilt.read_bytes() == f.read_bytes(), f"{name}/{f.name} differs"
+
+
+def test_length_buckets_give_the_one_batch_loss(toy):
+    """The AV's and the AR's training steps run each batch as sub-batches of similar length
+    (less padding): the same loss, gradients and reconstructions as one padded batch, to
+    float precision, with the rows in their order."""
+    from nla_lens.toy.build import load_saved
+    from nla_lens.toy.recipe import av_prompt, reconstruct_ids
+    from nla_lens.toy.train import _av_loss, _buckets, _reconstruct_bucketed
+
+    assert _buckets([5, 3, 9, 3], 2) == [[1, 3], [0, 2]]
+    assert _buckets([5, 3, 9], 1) == [[0, 1, 2]]  # one bucket keeps the order
+    assert _buckets([4, 2], 3) == [[1], [0]]  # never an empty bucket
+    tok, _subject, av, ar, head, scale, _mse = load_saved(toy.root)
+    g = torch.Generator().manual_seed(0)
+    lengths = [3, 17, 9, 30, 5, 12, 25, 8]
+    rows = [torch.randint(10, len(tok), (n,), generator=g).tolist() for n in lengths]
+    prompts = [[int(tok.bos_token_id), *r] for r in rows]
+    torch.testing.assert_close(
+        _reconstruct_bucketed(ar, head, prompts, 3), reconstruct_ids(ar, head, prompts)
+    )
+    vectors = torch.randn(len(rows), av.config.hidden_size, generator=g)
+    prompt, pad = av_prompt(tok), int(tok.pad_token_id)
+    results = []
+    for buckets in (1, 2, 3):
+        av.zero_grad()
+        loss, right = _av_loss(av, prompt, rows, vectors, scale, pad, buckets)
+        loss.backward()
+        results.append((loss.detach(), right, av.lm_head.weight.grad.clone()))
+    for loss, right, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0])
+        torch.testing.assert_close(grad, results[0][2])
+        assert right == results[0][1]
 
 
 @pytest.mark.slow

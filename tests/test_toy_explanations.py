@@ -116,9 +116,11 @@ def test_task_prompts(task_explained, task_positions):
 
 def test_sampling_differs_where_unsure_and_agrees_where_sure(pair, task_positions):
     vectors, _, _, _, probs = task_positions
-    unsure = (probs < 0.5).nonzero().flatten()[:24]
-    sure = (probs > 0.9).nonzero().flatten()[:24]
-    assert len(unsure) >= 12 and len(sure) >= 12
+    # 96 of each (of ~220 unsure and ~310 sure): with 24, one position is 4 points, and the
+    # same AV measured 21, 22 or 23 of 24 sure positions agreeing by which 24 and which seed
+    unsure = (probs < 0.5).nonzero().flatten()[:96]
+    sure = (probs > 0.9).nonzero().flatten()[:96]
+    assert len(unsure) >= 96 and len(sure) >= 96
     pick = torch.cat([unsure, sure])
     sampled = pair.explain_samples(
         vectors[pick], samples=8, temperature=1.0, seed=0, progress=False, reader=read_explanation

@@ -23,9 +23,9 @@
 #   does the score survive shuffling, swapping in unrelated words, or a paraphrase?
 #
 # On the toy pair the explanations have the released AVs' three parts, one per
-# line: the context (the facts so far, or the question about one animal), the
-# phrase being read and the animal it binds to, then the token and what the
-# subject expects next. We read them on prompts of the toy's recall task, scored
+# line: the context in a few words (how many facts so far, or the question about
+# one animal), the phrase being read and the animal it binds to (then the facts
+# listed so far), then the token and what the subject expects next. We read them on prompts of the toy's recall task, scored
 # against the toy's `task` baseline (the distribution they come from).
 
 # %%
@@ -119,8 +119,8 @@ if not REAL:
 # name one continuation in their last line and `hedge` is clear (agreement 1, or
 # 0.75 when one of eight strays); at the unsure ones they name several, as the
 # subject itself would guess, and `hedge` is set (agreement well under 0.5).
-# `reconstruction_agreement` barely tells these cases apart: the AR hears line 1
-# (the facts a sample lists, which samples read differently) far more than which
+# `reconstruction_agreement` barely tells these cases apart: the AR hears line 2's
+# tail (the facts a sample lists, which samples read differently) far more than which
 # animal the last line names. On Gemma-3-12B every sample differs in wording (150
 # tokens at temperature 1), so without a reader `agreement` (the AR's), not
 # `n_distinct`, is the number; a reader of your own makes it about the claim you
@@ -204,9 +204,9 @@ print(own.baseline_fit)
 def paraphrase(t: str) -> str:
     """Another of the toy's phrasings of the same content (no words added or lost)."""
     for a, b in (
-        ("facts:", "listing animals:"),
+        ("; facts: ", "; so far: "),
         ('reading "', 'the phrase "'),
-        ('token "', 'last piece "'),
+        ('\ntoken "', '\nlast piece "'),
     ):
         if a in t:
             return t.replace(a, b, 1)

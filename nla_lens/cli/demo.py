@@ -32,14 +32,14 @@ How to read this:
 
 TOY_NOTE = """\
   The toy: each explanation has three lines, in the released AVs' order: the context
-           (the facts listed so far, or the question about one animal), the phrase being
-           read and the animal it is about, then the token and what the subject expects
+           (how many facts so far, or the question about one animal), the phrase being
+           read, the animal it is about and the facts so far, then the token and what the subject expects
            next (one word where it is sure, two guesses where it is unsure, "any word"
            where it has none). Against the 'task' baseline expect fve_nrm of about 0.8 to
            1 at most positions of a task prompt, and 0.45 to 0.7 at some 'is' and '.'
            positions, where the residual holds more of the sentence than the words say
            (lowest, about 0.5, at the question's 'is').
-           Line 1's list of earlier facts is often wrong: the layer-3 residual keeps the
+           Line 2's list of earlier facts is often wrong: the layer-3 residual keeps the
            current sentence far better than the facts before it, and the score hardly
            moves, because the token and the phrase carry most of the variance. Line 3
            of the last position names the answer (river) the subject is about to give.

@@ -75,10 +75,10 @@ class BuildConfig:
         default_factory=lambda: TrainConfig(steps=2500, batch_size=64, lr=3e-3, warmup=100, seed=3)
     )
     av: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=1600, batch_size=64, lr=2e-3, seed=11)
+        default_factory=lambda: TrainConfig(steps=1600, batch_size=64, lr=3e-3, seed=11)
     )
     ar: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=3e-3, seed=12)
+        default_factory=lambda: TrainConfig(steps=3600, batch_size=64, lr=3e-3, seed=12)
     )
 
 

@@ -1,10 +1,19 @@
 """The toy AV's explanations: three lines, in the released order, from a position's label.
 
-1. the context: what kind of text, and what it has listed so far
-   (``facts: cat in house, dog in river``, or ``question about dog; facts: ...``);
-2. the phrase being read and what it binds to (``reading "the owl is": owl, fact 3``);
+Each line leads with what the residual shows best, as released explanations do, so
+the first line is short and the least reliable content comes last:
+
+1. the context: what kind of text, in a few words (``facts: 2 so far``,
+   ``question about dog``, ``random words``);
+2. the phrase being read and what it binds to, then the facts listed so far
+   (``reading "the owl is": owl, fact 3; facts: cat in house, dog in river``);
 3. the last token, quoted as it decodes, and the subject's likely continuation, with
    alternatives where the subject is unsure (``token " is"; next comes in``).
+
+The facts list sits at the end of line 2 because the layer-K residual keeps the
+current sentence far better than the facts before it: listed first, the part the
+AV most often invents would take half the explanation's tokens ahead of the parts
+it reads well (and a streamed first line would wait for it).
 
 Each line has three phrasings. The AV is trained on one of them, chosen by what
 the residual itself shows (so its samples agree where the residual is clear); the
@@ -32,7 +41,7 @@ OPEN = 0.03
 
 
 def _facts(label: PositionLabel) -> str:
-    return ", ".join(f"{e} in {p}" for e, p in label.facts) or "none yet"
+    return ", ".join(f"{e} in {p}" for e, p in label.facts)
 
 
 def _line1(label: PositionLabel, v: int) -> str:
@@ -48,17 +57,26 @@ def _line1(label: PositionLabel, v: int) -> str:
             f"a chat: the {label.role} speaks",
             f"chat text from the {label.role}",
         )[v]
-    facts = _facts(label)
     if label.kind == "question":
-        return (
-            f"question about {label.entity}; facts: {facts}",
-            f"asks where {label.entity} is; facts: {facts}",
-            f"asking about {label.entity}; facts so far: {facts}",
-        )[v]
-    return (f"facts: {facts}", f"listing animals: {facts}", f"where animals are: {facts}")[v]
+        e = label.entity
+        return (f"question about {e}", f"asks where {e} is", f"asking about {e}")[v]
+    n = len(label.facts)
+    count = f"{n} so far" if n else "none yet"
+    return (f"facts: {count}", f"listing animals: {count}", f"where animals are: {count}")[v]
+
+
+def _facts_suffix(label: PositionLabel, v: int) -> str:
+    """Line 2's tail on task text: the facts listed so far (none on a text without any)."""
+    if label.kind not in ("facts", "question") or not label.facts:
+        return ""
+    return ("; facts: {}", "; so far: {}", "; facts so far: {}")[v].format(_facts(label))
 
 
 def _line2(label: PositionLabel, v: int) -> str:
+    return _line2_head(label, v) + _facts_suffix(label, v)
+
+
+def _line2_head(label: PositionLabel, v: int) -> str:
     if label.kind == "start":
         return ("reading nothing yet", "no words yet", "nothing read yet")[v]
     if label.kind in ("random", "chat") or not label.phrase:

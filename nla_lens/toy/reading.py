@@ -1,7 +1,7 @@
 """What a toy explanation says, as fields: the one place tests, tutorials and the
 demo read the toy AV's words.
 
->>> r = read_explanation('facts: cat in house\\nreading "the owl is": owl, fact 2\\ntoken " is"; next comes in')
+>>> r = read_explanation('facts: 1 so far\\nreading "the owl is": owl, fact 2; facts: cat in house\\ntoken " is"; next comes in')
 >>> r.kind, r.places, r.entity, r.token, r.next
 ('facts', ('house',), 'owl', ' is', 'in')
 
@@ -27,6 +27,7 @@ _KINDS = (
     ("start", ("start", "starts here")),
 )
 _PAIR = re.compile(r"(\w+) in (\w+)")
+_LISTED = re.compile(r"; (?:facts|so far|facts so far): (.*)$")  # line 2's tail: the facts so far
 _ENTITY = re.compile(r"(?:question about|asks where|asking about) (\w+)")
 _QUOTED = re.compile(r'"(.*)"')
 _ABOUT = re.compile(r'"(?:: about |: |, (?:fact \d+|the question) of )(\w+)')
@@ -48,8 +49,8 @@ class ToyReading:
     """The fields of one toy explanation (None / empty where the text does not say).
 
     ``kind`` is the kind of text line 1 names (``"facts"``, ``"question"``,
-    ``"random"``, ``"chat"``, ``"start"``); ``entities`` and ``places`` the facts line 1
-    says the text has listed so far; ``phrase`` the words line 2 quotes and ``entity``
+    ``"random"``, ``"chat"``, ``"start"``); ``entities`` and ``places`` the facts line 2
+    (after the phrase) says the text has listed so far; ``phrase`` the words line 2 quotes and ``entity``
     the animal the sentence is about (line 2, else line 1); ``fact`` its fact number
     (0 for the question); ``token`` the last token line 3 names, exactly as it decodes
     (``" is"``, with its space) or a special token's name (``"start of text"``);
@@ -130,7 +131,10 @@ def read_explanation(text: str) -> ToyReading:
         elif line:
             first = first or line
     kind = _kind(first) if first else None
-    pairs = _PAIR.findall(first.split(":", 1)[1]) if ":" in first else []
+    listed = _LISTED.search(second)
+    pairs = _PAIR.findall(listed.group(1)) if listed else []
+    if listed:
+        second = second[: listed.start()]
     entity_1 = _ENTITY.search(first)
     quoted = _QUOTED.search(second)
     about = _ABOUT.search(second)

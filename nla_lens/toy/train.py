@@ -7,6 +7,7 @@ Both loops are plain, seeded PyTorch: fixed data order from a
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -229,6 +230,61 @@ def _kind_weights(data: Residuals, pools: list[Tensor], mse_scale: float) -> Ten
     return weights
 
 
+#: The AV's training batch runs as this many sub-batches of similar target length (a
+#: random-text explanation is ~25 tokens, a task one up to ~50): one batch padded to its
+#: longest target spends ~30% of its target positions on padding, two ~15%.
+AV_BUCKETS = 2
+
+
+def _buckets(lengths: list[int], buckets: int) -> list[list[int]]:
+    """Row indices in ``buckets`` groups of similar length (shortest first); one group
+    keeps the rows' order."""
+    if buckets <= 1:
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    cut = [j * len(order) // buckets for j in range(buckets + 1)]
+    return [order[a:b] for a, b in itertools.pairwise(cut) if b > a]
+
+
+def _av_loss(
+    av: Gemma3ForCausalLM,
+    prompt: AVPrompt,
+    rows: list[list[int]],
+    vectors: Tensor,
+    injection_scale: float,
+    pad: int,
+    buckets: int = AV_BUCKETS,
+) -> tuple[Tensor, float]:
+    """Mean cross-entropy over the target tokens of ``rows`` (each right-padded within its
+    length bucket; the prompt up to the injection site run once per bucket), and the share
+    of rows whose whole target is the argmax."""
+    n_prompt, embed = len(prompt.ids), av.get_input_embeddings()
+    parts = _buckets([len(r) for r in rows], buckets)
+    total, right, count = [], 0.0, 0
+    for part in parts:
+        width = max(len(rows[i]) for i in part)
+        tgt = torch.tensor([[*rows[i], *[-100] * (width - len(rows[i]))] for i in part])
+        inputs = tgt.masked_fill(tgt == -100, pad)
+        embeds = torch.cat(
+            [inject(av, prompt, vectors[part], injection_scale), embed(inputs[:, :-1])], dim=1
+        )
+        hidden = _forward_shared_prefix(av, embeds, prompt.position)[
+            :, n_prompt - 1 - prompt.position :
+        ]
+        logits = av.lm_head(hidden)
+        reduction = "mean" if len(parts) == 1 else "sum"
+        total.append(
+            nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                ignore_index=-100, reduction=reduction,
+            )
+        )  # fmt: skip
+        count += int((tgt != -100).sum())
+        right += float(((logits.argmax(-1) == tgt) | (tgt == -100)).all(-1).float().sum())
+    loss = total[0] if len(parts) == 1 else torch.stack(total).sum() / count
+    return loss, right / len(rows)
+
+
 def train_av(
     av: Gemma3ForCausalLM,
     targets: Targets,
@@ -248,9 +304,7 @@ def train_av(
     thread or two, so the answer changes the time, not the weights."""
     gen = torch.Generator().manual_seed(cfg.seed)
     pools, chance = _mixture(data, MIXTURE)
-    n_prompt = len(prompt.ids)
     opt, sched = _optimizer(list(av.parameters()), cfg)
-    embed = av.get_input_embeddings()
     pad = targets.pad_id
     acc = 0.0
     bar = tqdm(range(cfg.steps), desc="AV SFT", leave=False)
@@ -260,31 +314,39 @@ def train_av(
             log.info("AV: %d thread(s) from step %d", n, step)
         idx = _draw_rows(pools, chance, cfg.batch_size, gen)
         rows = [targets.av_ids(data, int(i), gen) for i in idx]
-        width = max(len(r) for r in rows)
-        tgt = torch.tensor([[*r, *[-100] * (width - len(r))] for r in rows])
-        inputs = tgt.masked_fill(tgt == -100, pad)
-        embeds = torch.cat(
-            [inject(av, prompt, data.vectors[idx], injection_scale), embed(inputs[:, :-1])], dim=1
-        )
-        hidden = _forward_shared_prefix(av, embeds, prompt.position)[
-            :, n_prompt - 1 - prompt.position :
-        ]
-        logits = av.lm_head(hidden)
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100
-        )
+        loss, right = _av_loss(av, prompt, rows, data.vectors[idx], injection_scale, pad)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(av.parameters(), 1.0)
         opt.step()
         sched.step()
-        right = (logits.argmax(-1) == tgt) | (tgt == -100)
-        acc = 0.9 * acc + 0.1 * float(right.all(-1).float().mean())
+        acc = 0.9 * acc + 0.1 * right
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
             log.debug("AV step %d loss %.4f acc %.3f", step, loss.item(), acc)
     log.info("AV SFT done: %d steps, running accuracy %.3f", cfg.steps, acc)
     return acc
+
+
+#: The AR's training batch runs as this many sub-batches of similar length (rows sorted
+#: by prompt length): a line-1 cut is ~20 tokens and a whole explanation up to ~60, so
+#: one batch padded to its longest row spends much of its work on padding (two sub-batches
+#: make an AR step ~13% faster on one thread; running the template's shared opening once
+#: per sub-batch, with its keys and values repeated, saved only ~4% more, so it does not).
+AR_BUCKETS = 2
+
+
+def _reconstruct_bucketed(
+    ar: Gemma3ForCausalLM, head: nn.Linear, prompts: list[list[int]], buckets: int = AR_BUCKETS
+) -> Tensor:
+    """:func:`reconstruct_ids` of ``prompts`` in ``buckets`` sub-batches by length, rows
+    back in their order. Equal to one batch to float precision: padding is on the right
+    and attention is causal, so it never reaches a real token."""
+    parts = _buckets([len(p) for p in prompts], buckets)
+    pred = torch.cat([reconstruct_ids(ar, head, [prompts[i] for i in part]) for part in parts])
+    back = torch.empty(len(prompts), dtype=torch.long)
+    back[torch.tensor([i for part in parts for i in part])] = torch.arange(len(prompts))
+    return pred[back]
 
 
 def train_ar(
@@ -333,7 +395,7 @@ def train_ar(
             ]
             idx = torch.cat([idx, torch.tensor(extra)])
             texts += [targets.next_only_text(data, i, gen) for i in extra]
-        pred = reconstruct_ids(ar, head, [targets.ar_prompt(t) for t in texts])
+        pred = _reconstruct_bucketed(ar, head, [targets.ar_prompt(t) for t in texts])
         # continuation-only rows (steering descriptions) weigh as an average row
         w = torch.cat([weights[idx[: len(idx) - n_drop]], torch.ones(n_drop)])
         loss = (mse_nrm(pred, data.vectors[idx], mse_scale) * w).mean()

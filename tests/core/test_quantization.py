@@ -33,7 +33,9 @@ N_GOAL = 256
 #: (4-bit) of held-out vectors. "nf4" (every Linear NF4) has no goal: 0.57 of 1,024 fresh
 #: residuals, so its floor is a regression guard. On the 32 the floors are the same.
 AGREEMENT = {"int8": 0.9, "4bit": 0.7, "nf4": 0.5, "torchao-int8": 0.9}
-FVE_TOLERANCE = {"int8": 0.03, "4bit": 0.15, "nf4": 0.2, "torchao-int8": 0.03}
+#: max |d fve_nrm| on equal texts: the AR's rounding, over the generic baseline's small
+#: variance (0.06): int8 moves mse_nrm by ~0.002, i.e. fve_nrm by up to 0.034 on the 32
+FVE_TOLERANCE = {"int8": 0.04, "4bit": 0.15, "nf4": 0.2, "torchao-int8": 0.04}
 
 
 # ---- names, backends, devices (no model loaded) -------------------------------------------
@@ -250,7 +252,7 @@ def test_8bit_same_argmax_on_every_position(nla, quantized, vectors) -> None:
     print(f"\nargmax equal to full precision at {ref.numel()} decoding positions ("
           f"{ref.numel() + ref_prompt.numel()} with the prompt's): "
           + ", ".join(f"{k} {v:.1%}" for k, v in rates.items()))  # fmt: skip
-    # measured on the three-line toy: 99.86% (one position in about 740 differs)
+    # measured: 99.86% on the earlier three-line toy, 99.7% on the 2026-12-07 pair (726 positions)
     assert rates["int8"] >= 0.99
     assert rates["4bit"] >= AGREEMENT["4bit"]
 

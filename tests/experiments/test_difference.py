@@ -97,9 +97,12 @@ def test_patching_rows_get_intervals_and_difference_explanations(nla, subject, p
     vocab = torch.tensor(content_vocab(tok))
     corrupt = prompt.clone()
     corrupt[0, 3] = vocab[(vocab == prompt[0, 3]).nonzero()[0, 0] - 1]
+    # temperature 0.7: at 1 the toy AV's samples derail now and then (one of the corrupted
+    # run's read 'chat, asks are: rabbitcontentcontent ...', fve_nrm -5.8), and a mean
+    # over 3 samples cannot absorb one such sample
     df = activation_patching(
         nla, model, prompt, corrupt, layers=[nla.layer], positions=[2, 3], tokenizer=tok,
-        samples=3, temperature=1.0, seed=0, max_new_tokens=TOKENS, explain_differences=True,
+        samples=3, temperature=0.7, seed=0, max_new_tokens=TOKENS, explain_differences=True,
     )  # fmt: skip
     assert {
         "crossfit_delta",
@@ -114,4 +117,6 @@ def test_patching_rows_get_intervals_and_difference_explanations(nla, subject, p
     assert isinstance(row3.difference_explanation, str) and row3.difference_norm > 0
     # position 2 comes before the corrupted token: clean and corrupted residuals are equal
     assert pd.isna(row2.difference_explanation) and row2.difference_norm == 0
-    assert row2.crossfit_delta_lo <= 0 <= row2.crossfit_delta_hi
+    # there the two runs' samples differ by sampling alone: an interval near 0, against
+    # position 3's delta of about -1 (3 samples a side may just miss 0 itself)
+    assert abs(row2.crossfit_delta_lo) <= 0.05 and abs(row2.crossfit_delta_hi) <= 0.05
