@@ -114,12 +114,13 @@ if not REAL:
 
 # %% [markdown]
 # What to expect (checked above on the toy): at the `is` of the first fact, line
-# 1 lists no facts yet and line 2 names the cat as fact 1; the last position is
-# read as the question, and its line 3 names `river`: the answer the subject is
-# about to give, read from the residual. Not everything is read right, and that is
-# the point of the scores: line 1's list of earlier facts is mostly invented (the
-# layer-3 residual keeps the current sentence far better than the facts before
-# it), and at the question the animal named may be another one of the prompt's.
+# 2 names the cat as fact 1; the last position is read as the question, and its
+# line 3 names `river`: the answer the subject is about to give, read from the
+# residual. Not everything is read right, and that is the point of the scores:
+# the list of earlier facts that closes line 2 is mostly invented, and line 1's
+# count of them is often off by one (the layer-3 residual keeps the current
+# sentence far better than the facts before it), and at the question the animal
+# named may be another one of the prompt's.
 #
 # ## What the three scores mean, and what they are relative to
 #
