@@ -235,11 +235,11 @@ if not REAL:
 
 # %% [markdown]
 # What to expect on the toy (checked above): line 1 alone scores little (between
-# -1 and +0.5: the facts it lists are partly invented, and the residual is mostly
-# the token and the sentence around it), line 2 brings the score to about 0.9,
+# -1 and +0.5: a few words of context, while the residual is mostly the token and
+# the sentence around it), line 2 brings the score to about 0.9,
 # and line 3 adds a little (the token and the continuation), so the whole beats
 # line 1 in nearly every row. Swapping one line for a line of an unrelated
-# explanation costs far more (about 0.85 on average) than the paraphrase, which
+# explanation costs far more (about 0.5 on average) than the paraphrase, which
 # costs about nothing: the AR reads what the words say, not one template. On the
 # released pairs the same table shows which of the ~10 lines of a 150-token
 # explanation carries the vector.
