@@ -175,7 +175,8 @@ if not REAL:
 # %% [markdown]
 # On the toy this says `BASELINE DOES NOT FIT`: the default baseline was measured
 # on random word sequences, whose residuals spread about a tenth as much as the
-# task prompts' do, so correct explanations score far below 0 against it. The
+# task prompts' do, so correct explanations score below 0 on average against it
+# (about -0.2 on the toy, where the right baseline gives about +0.9). The
 # fix it names: a baseline of your own distribution, estimated from your
 # activations, or one shipped with the pair (`nla.baselines`; the toy ships one
 # for each distribution its demo and tutorials use).
@@ -203,7 +204,7 @@ else:
 
 # %% [markdown]
 # What to expect on the toy: against the `task` baseline, or our own estimate
-# (they agree), the fit check passes and the mean fve_nrm is about +0.8: the same
+# (they agree), the fit check passes and the mean fve_nrm is about +0.9: the same
 # words, now scored against what they should be. On Gemma-3-12B the published
 # baseline fits ordinary text at layer 32; estimate your own when your inputs are
 # unusual (code, another language, one repeated template).
