@@ -8,11 +8,12 @@ The checkpoints live in ``nla_lens/toy/checkpoints/`` and are (re)built,
 deterministically, by ``python -m nla_lens.toy build``. They are a toy: the
 subject is trained on an in-context recall task (:func:`tasks` gives
 clean/corrupted prompt pairs for patching), random text and chats; the AV writes
-three lines about a layer-3 residual, in the released AVs' order (the context,
-the phrase being read, the token and its likely continuation)::
+three lines about a layer-3 residual, in the released AVs' order (the context in a
+few words, the phrase being read with the facts listed so far, the token and its
+likely continuation)::
 
-    question about tiger; facts: duck in mountain, tiger in house
-    reading "is in the": tiger, the question
+    question about tiger
+    reading "is in the": tiger, the question; facts: duck in mountain, tiger in house
     token " the"; next comes house
 
 :func:`read_explanation` parses them into fields; :func:`describe_next` words a
