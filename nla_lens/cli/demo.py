@@ -33,9 +33,9 @@ How to read this:
 TOY_NOTE = """\
   The toy: each explanation has three lines, in the released AVs' order: the context
            (how many facts so far, or the question about one animal), the phrase being
-           read, the animal it is about and the facts so far, then the token and what the subject expects
-           next (one word where it is sure, two guesses where it is unsure, "any word"
-           where it has none). Against the 'task' baseline expect fve_nrm of about 0.8 to
+           read with the animal it is about and then the facts so far, and the token
+           with what the subject expects next (one word where it is sure, two guesses
+           where it is unsure, "any word" where it has none). Against the 'task' baseline expect fve_nrm of about 0.8 to
            1 at most positions of a task prompt, and 0.45 to 0.7 at some 'is' and '.'
            positions, where the residual holds more of the sentence than the words say
            (lowest, about 0.5, at the question's 'is').
