@@ -5,6 +5,7 @@ error says what to do, and nothing half-written is left in the cache or used lat
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import os
@@ -20,7 +21,14 @@ NAME = "qwen2_5"
 
 
 def tarball(path, files: dict[str, bytes]):
-    with tarfile.open(path, "w:gz") as tar:
+    """The same bytes for the same files, whenever it runs (gzip's header holds a time:
+    ``tarfile.open(path, "w:gz")`` stamps the current second, and a test that packs the
+    same files twice across a second boundary would see two checksums)."""
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for name, data in files.items():
             info = tarfile.TarInfo(f"package/models/{name}")
             info.size = len(data)
